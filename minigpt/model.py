@@ -1,0 +1,171 @@
+"""GPT-2 decoder with Hugging Face parameter names, taking optional prefix keys/values per layer."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import CausalSelfAttention, KVCache, PrefixKV
+from .config import GPTConfig
+from .generate import generate
+from .weights import load_pretrained, save_pretrained
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # GPT-2's GELU is the tanh form
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, *, prefix=None, key_padding=None, cache=None):
+        x = x + self.drop(self.attn(self.ln_1(x), prefix=prefix, key_padding=key_padding, cache=cache))
+        return x + self.drop(self.mlp(self.ln_2(x)))
+
+
+class GPT(nn.Module):
+    """GPT-2 language model.
+
+    `prefix` (optional) has one entry per layer: `None`, or `(key, value)` each shaped
+    `(B or 1, n_head, P, head_dim)`. Real tokens attend to every prefix position and causally to each
+    other. By the convention of the reference code and PEFT, the prefix occupies positions: real tokens'
+    position ids start at `position_offset`, which defaults to the longest prefix length P (0 without a
+    prefix). Pass `position_offset=0` to give real tokens positions 0, 1, ... regardless of the prefix.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.n_positions, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _check_prefix(self, prefix: Sequence[PrefixKV | None]) -> int:
+        cfg = self.config
+        if len(prefix) != cfg.n_layer:
+            raise ValueError(f"prefix has {len(prefix)} entries but the model has {cfg.n_layer} layers; "
+                             "pass one (key, value) pair or None per layer")
+        lengths = set()
+        for i, kv in enumerate(prefix):
+            if kv is None:
+                continue
+            k, v = kv
+            if k.ndim != 4 or k.shape[1] != cfg.n_head or k.shape[3] != cfg.head_dim or k.shape != v.shape:
+                raise ValueError(f"prefix[{i}] keys {tuple(k.shape)} / values {tuple(v.shape)} must both be "
+                                 f"(B or 1, n_head={cfg.n_head}, P, head_dim={cfg.head_dim})")
+            lengths.add(k.shape[2])
+        return max(lengths, default=0)
+
+    def hidden_states(self, input_ids: torch.Tensor | None = None, *,
+                      prefix: Sequence[PrefixKV | None] | None = None,
+                      attention_mask: torch.Tensor | None = None, position_offset: int | None = None,
+                      inputs_embeds: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """Final hidden states (after `ln_f`), (B, T, n_embd). Arguments as in `forward`."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        x = self.transformer.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        B, T = x.shape[:2]
+        if cache is not None:
+            if prefix is not None:
+                raise ValueError("with a cache, the prefix lives in the cache (KVCache(..., prefix=...))")
+            n_prefix, past = max(cache.prefix_len), cache.tokens
+        else:
+            n_prefix = self._check_prefix(prefix) if prefix is not None else 0
+            past = 0
+        offset = n_prefix if position_offset is None else position_offset
+        if offset + past + T > self.config.n_positions:
+            raise ValueError(f"sequence too long: {past + T} tokens at position offset {offset} (prefix length "
+                             f"{n_prefix}) exceed the model's context of {self.config.n_positions} positions; "
+                             "shorten the input or the prefix")
+        key_padding = None
+        if attention_mask is not None:
+            if attention_mask.shape != (B, past + T):
+                raise ValueError(f"attention_mask is {tuple(attention_mask.shape)}, expected (B, past + T) = "
+                                 f"{(B, past + T)}")
+            key_padding = attention_mask.bool()
+            # left padding: a token's position counts only the real tokens before it
+            pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:] + offset  # (B, T)
+        else:
+            pos = torch.arange(offset + past, offset + past + T, device=x.device)[None]  # (1, T)
+        x = self.transformer.drop(x + self.transformer.wpe(pos))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, prefix=None if prefix is None else prefix[i], key_padding=key_padding, cache=cache)
+        return self.transformer.ln_f(x)
+
+    def forward(self, input_ids: torch.Tensor | None = None, *,
+                prefix: Sequence[PrefixKV | None] | None = None,
+                attention_mask: torch.Tensor | None = None, position_offset: int | None = None,
+                inputs_embeds: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """Next-token logits (B, T, vocab).
+
+        input_ids: (B, T) token ids (or `inputs_embeds`: (B, T, n_embd)).
+        prefix: per-layer `(key, value)` or None, each (B or 1, n_head, P, head_dim).
+        attention_mask: (B, past + T) of 1 (real) / 0 (padding), for left-padded batches.
+        position_offset: position id of the first real token (default: the prefix length).
+        cache: a `KVCache` that this call reads and extends (decoding).
+        """
+        h = self.hidden_states(input_ids, prefix=prefix, attention_mask=attention_mask,
+                               position_offset=position_offset, inputs_embeds=inputs_embeds, cache=cache)
+        return self.lm_head(h)
+
+    @torch.no_grad()
+    def layer_kv(self, input_ids: torch.Tensor, *, position_offset: int = 0) -> list[PrefixKV]:
+        """Per-layer (key, value), each (B, n_head, T, head_dim), that the model computes for `input_ids`.
+
+        Used as a prefix, they make later tokens see exactly what they would see after `input_ids`.
+        """
+        B, T = input_ids.shape
+        cache = KVCache(self.config, B, T, dtype=self.transformer.wte.weight.dtype, device=input_ids.device)
+        self.hidden_states(input_ids, position_offset=position_offset, cache=cache)
+        return [(k[:, :, :T], v[:, :, :T]) for k, v in zip(cache.k, cache.v)]
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None) -> "GPT":
+        """Load a Hugging Face GPT-2 checkpoint: a local directory or a hub id ('gpt2', ...)."""
+        return load_pretrained(cls, name_or_path, dtype=dtype, device=device)
+
+    def save_pretrained(self, directory: str, dtype: torch.dtype | None = None) -> None:
+        """Write `config.json` + `model.safetensors` (Hugging Face GPT-2 format), optionally cast to `dtype`."""
+        save_pretrained(self, directory, dtype=dtype)
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+        """Batched decoding with the KV cache; see `minigpt.generate.generate` for the arguments."""
+        return generate(self, input_ids, max_new_tokens, **kwargs)

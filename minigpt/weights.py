@@ -1,0 +1,163 @@
+"""Hugging Face GPT-2 checkpoints: resolve (local dir or hub id), load with strict key checks, save.
+
+HF's GPT-2 stores its four projection matrices as `Conv1D` weights shaped (in, out); `nn.Linear` keeps
+(out, in), so exactly these four are transposed on the way in and out. `lm_head.weight` is tied to
+`wte.weight` and not stored.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import PRESETS, GPTConfig
+
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+IGNORED_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in old HF checkpoints
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as it is: missing, extra or mis-shaped weights, or no files."""
+
+
+def _download(repo_id: str) -> Path:
+    """Fetch config + weights of a hub model into the standard HF cache (reused offline afterwards)."""
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+    except ImportError as e:  # pragma: no cover - huggingface_hub is a runtime requirement
+        raise CheckpointError("downloading checkpoints needs `pip install huggingface_hub`") from e
+    try:
+        config_path = Path(hf_hub_download(repo_id, "config.json"))
+        for fname in WEIGHT_FILES:
+            try:
+                hf_hub_download(repo_id, fname)
+                break
+            except EntryNotFoundError:
+                continue
+    except Exception as e:  # offline, unknown repo, no network: say what to do instead
+        raise CheckpointError(
+            f"could not get {repo_id!r} from the Hugging Face hub or its local cache "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Connect once to download it "
+            "(it is cached under $HF_HOME/hub and reused offline), or pass the path of a local directory "
+            "holding config.json and model.safetensors / pytorch_model.bin") from e
+    return config_path.parent
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A local checkpoint directory for `name_or_path` (downloading a hub id if needed)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if name in PRESETS or (name.count("/") == 1 and not path.exists() and not name.startswith((".", "/"))):
+        return _download(name)
+    raise CheckpointError(f"no checkpoint directory at {path} and {name!r} is not a hub model id "
+                          f"(known GPT-2 ids: {', '.join(PRESETS)})")
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    for fname in WEIGHT_FILES:
+        f = directory / fname
+        if not f.exists():
+            continue
+        try:
+            if fname.endswith(".safetensors"):
+                return load_file(f)
+            return torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{f} is not a readable weight file ({type(e).__name__}: {e}); "
+                                  "it may be truncated or corrupt: download or save it again") from e
+    raise CheckpointError(f"{directory} holds neither of {', '.join(WEIGHT_FILES)}")
+
+
+def to_hf_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict -> HF GPT-2 layout (`transformer.` keys, Conv1D weights (in, out), no lm_head)."""
+    out = {}
+    for k, v in sd.items():
+        if k == "lm_head.weight":
+            continue
+        out[k] = v.t().contiguous() if k.endswith(CONV1D_WEIGHTS) else v.contiguous()
+    return out
+
+
+def from_hf_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF GPT-2 state dict (with or without `transformer.`) -> our names; checks the head is tied."""
+    out = {}
+    lm_head = None
+    for k, v in sd.items():
+        if k == "lm_head.weight":
+            lm_head = v
+            continue
+        if k.endswith(IGNORED_BUFFERS):
+            continue
+        name = k if k.startswith("transformer.") else "transformer." + k
+        out[name] = v.t() if name.endswith(CONV1D_WEIGHTS) else v
+    wte = out.get("transformer.wte.weight")
+    if lm_head is not None and wte is not None and not torch.equal(lm_head, wte):
+        raise CheckpointError("lm_head.weight differs from wte.weight: GPT-2 ties them, this checkpoint does not")
+    return out
+
+
+def check_keys(expected: dict[str, torch.Size], got: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a CheckpointError naming every missing, unexpected and mis-shaped key."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    shapes = sorted(f"{k}: checkpoint {tuple(got[k].shape)} vs model {tuple(expected[k])}"
+                    for k in set(expected) & set(got) if tuple(got[k].shape) != tuple(expected[k]))
+    if missing or unexpected or shapes:
+        def show(xs):
+            return ", ".join(xs[:8]) + (f" ... ({len(xs)} in all)" if len(xs) > 8 else "")
+        parts = [f"missing keys: {show(missing)}" if missing else "",
+                 f"unexpected keys: {show(unexpected)}" if unexpected else "",
+                 f"shape mismatches: {show(shapes)}" if shapes else ""]
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(p for p in parts if p))
+
+
+def load_pretrained(cls, name_or_path, *, dtype=None, device=None):
+    directory = resolve_checkpoint(name_or_path)
+    config_file = directory / "config.json"
+    if not config_file.exists():
+        raise CheckpointError(f"{directory} has no config.json")
+    try:
+        config = GPTConfig.from_hf(json.loads(config_file.read_text()))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{config_file} is not valid JSON: {e}") from e
+    with torch.device("meta"):
+        model = cls(config)
+    sd = from_hf_names(read_state_dict(directory))
+    expected = {k: v.shape for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    check_keys(expected, sd, str(directory))
+    dtype = dtype or torch.float32
+    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False, assign=True)
+    model.lm_head.weight = model.transformer.wte.weight  # re-tie after assign
+    return model.to(device=device) if device is not None else model
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) then rename onto `path`, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_pretrained(model, directory, dtype: torch.dtype | None = None) -> None:
+    directory = Path(directory)
+    sd = to_hf_names({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    if dtype is not None:
+        sd = {k: v.to(dtype) for k, v in sd.items()}
+    atomic_write(directory / "model.safetensors", lambda t: save_file(sd, t, metadata={"format": "pt"}))
+    cfg = json.dumps({**model.config.to_hf(), "torch_dtype": str(next(iter(sd.values())).dtype).split(".")[-1]},
+                     indent=2)
+    atomic_write(directory / "config.json", lambda t: Path(t).write_text(cfg + "\n"))
