@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-MODEL  ?= checkpoints/minigpt-gutenberg
-LEN    ?= 10
+# Experiment settings: unset variables fall back to experiments/configs/defaults.json.
+exp_args = $(if $(TASK),--task=$(TASK)) $(if $(MODEL),--model=$(MODEL)) $(if $(LEN),--prefix_len=$(LEN)) \
+	$(if $(DEPTH),--depth=$(DEPTH)) $(if $(REPARAM),--reparam=$(REPARAM)) $(if $(SEED),--seed=$(SEED)) \
+	$(if $(EPOCHS),--epochs=$(EPOCHS)) $(if $(METHOD),--method=$(METHOD)) $(if $(INIT),--init=$(INIT)) \
+	$(if $(LR),--lr=$(LR)) $(if $(MAX_TRAIN),--max_train=$(MAX_TRAIN)) $(if $(MAX_TEST),--max_test=$(MAX_TEST)) \
+	$(if $(DATA_DIR),--data_dir=$(DATA_DIR)) $(ARGS)
 
-.PHONY: setup test experiment pretrain clean-venv
+.PHONY: setup test experiment ablation plots notebooks pretrain clean-venv
 
 $(VENV)/.runtime: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +26,18 @@ setup: $(VENV)/.test
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+experiment: $(VENV)/.runtime
+	$(PY) -m experiments.run $(exp_args)
+
+ablation: $(VENV)/.runtime
+	$(PY) -m experiments.sweep experiments/configs/ablation.json $(exp_args) $(if $(SEEDS),--seeds=$(SEEDS)) $(if $(SWEEPS),--sweeps=$(SWEEPS))
+
+plots: $(VENV)/.runtime
+	$(PY) -m experiments.plots
+
+notebooks: $(VENV)/.test
+	$(PY) notebooks/execute.py $(NB)
 
 pretrain: $(VENV)/.runtime
 	$(PY) -m minigpt.pretrain $(ARGS)

@@ -41,14 +41,6 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: 
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
-def _expand_prefix(prefix, n: int):
-    """Repeat each per-example prefix entry n times (beams); batch-1 entries broadcast as they are."""
-    if prefix is None or n == 1:
-        return prefix
-    return [None if kv is None else tuple(t if t.shape[0] == 1 else t.repeat_interleave(n, 0) for t in kv)
-            for kv in prefix]
-
-
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
              prefix: Sequence[PrefixKV | None] | None = None, attention_mask: torch.Tensor | None = None,
@@ -74,24 +66,27 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     B, T = input_ids.shape
     pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
     n = num_beams
-    ids = input_ids.repeat_interleave(n, 0) if n > 1 else input_ids  # (B*n, T)
-    embeds = inputs_embeds.repeat_interleave(n, 0) if (inputs_embeds is not None and n > 1) else inputs_embeds
-    mask = attention_mask.repeat_interleave(n, 0) if (attention_mask is not None and n > 1) else attention_mask
     w = model.transformer.wte.weight
-    cache = KVCache(model.config, B * n, T + max_new_tokens, prefix=_expand_prefix(prefix, n),
-                    dtype=w.dtype if embeds is None else embeds.dtype, device=input_ids.device)
+    cache = KVCache(model.config, B, T + max_new_tokens, prefix=prefix,
+                    dtype=w.dtype if inputs_embeds is None else inputs_embeds.dtype, device=input_ids.device)
+    mask = attention_mask
 
-    def step(tokens, embeds=None):
-        return model(None if embeds is not None else tokens, inputs_embeds=embeds, attention_mask=mask,
-                     position_offset=position_offset, cache=cache)[:, -1].float()
+    def step(tokens, embeds=None):  # logits of the last position only: (rows, V)
+        h = model.hidden_states(None if embeds is not None else tokens, inputs_embeds=embeds,
+                                attention_mask=mask, position_offset=position_offset, cache=cache)
+        return model.lm_head(h[:, -1]).float()
 
     if max_new_tokens == 0:
         return input_ids
-    logits = step(ids, embeds)  # (B*n, V)
+    logits = step(input_ids, inputs_embeds)  # the prompt runs once per row, not once per beam
+    if n > 1:  # every beam starts from its row's prompt
+        cache.reorder(torch.arange(B, device=input_ids.device).repeat_interleave(n))
+        logits = logits.repeat_interleave(n, 0)
+        mask = mask.repeat_interleave(n, 0) if mask is not None else None
     ban = dict(min_new_tokens=min_new_tokens, eos_token_id=eos_token_id, bad_token_ids=bad_token_ids)
 
     if n == 1:
-        out, done = [], torch.zeros(B, dtype=torch.bool, device=ids.device)
+        out, done = [], torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         for t in range(max_new_tokens):
             logits = _ban(logits, t, **ban)
             nxt = _sample(logits, temperature, top_k, top_p, generator) if do_sample else logits.argmax(-1)
@@ -108,7 +103,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
 
     # ---- beam search (B batch rows x n beams) ----
     V, L, K = logits.shape[-1], T + max_new_tokens, 2 * n
-    dev = ids.device
+    dev = input_ids.device
     running = torch.full((B, n, L), pad, dtype=torch.long, device=dev)
     running[:, :, :T] = input_ids[:, None]
     finished = running.clone()

@@ -145,15 +145,18 @@ class GPT(nn.Module):
                                position_offset=position_offset, inputs_embeds=inputs_embeds, cache=cache)
         return self.lm_head(h)
 
-    @torch.no_grad()
-    def layer_kv(self, input_ids: torch.Tensor, *, position_offset: int = 0) -> list[PrefixKV]:
-        """Per-layer (key, value), each (B, n_head, T, head_dim), that the model computes for `input_ids`.
+    def layer_kv(self, input_ids: torch.Tensor | None = None, *, inputs_embeds: torch.Tensor | None = None,
+                 position_offset: int = 0) -> list[PrefixKV]:
+        """Per-layer (key, value), each (B, n_head, T, head_dim), that the model computes for `input_ids`
+        (or `inputs_embeds` (B, T, n_embd)) at positions `position_offset`, ... Differentiable.
 
-        Used as a prefix, they make later tokens see exactly what they would see after `input_ids`.
+        Used as a prefix, they make later tokens see exactly what they would see after those tokens.
         """
-        B, T = input_ids.shape
-        cache = KVCache(self.config, B, T, dtype=self.transformer.wte.weight.dtype, device=input_ids.device)
-        self.hidden_states(input_ids, position_offset=position_offset, cache=cache)
+        x = input_ids if input_ids is not None else inputs_embeds
+        B, T = x.shape[:2]
+        dtype = self.transformer.wte.weight.dtype if inputs_embeds is None else inputs_embeds.dtype
+        cache = KVCache(self.config, B, T, dtype=dtype, device=x.device)
+        self.hidden_states(input_ids, inputs_embeds=inputs_embeds, position_offset=position_offset, cache=cache)
         return [(k[:, :, :T], v[:, :, :T]) for k, v in zip(cache.k, cache.v)]
 
     @classmethod

@@ -13,6 +13,7 @@ Hugging Face GPT-2 format with a loss curve and metrics.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -98,7 +99,8 @@ def val_windows(data: np.ndarray, block: int, n: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: GPT, windows: torch.Tensor, batch: int, device, autocast) -> float:
-    """Mean next-token loss (nats) over the fixed validation windows."""
+    """Mean next-token loss (nats) over the fixed validation windows (the model's mode is restored)."""
+    was = model.training
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(windows), batch):
@@ -107,7 +109,7 @@ def evaluate(model: GPT, windows: torch.Tensor, batch: int, device, autocast) ->
             logits = model(w[:, :-1])
         total += F.cross_entropy(logits.float().flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
         count += w[:, 1:].numel()
-    model.train()
+    model.train(was)
     return total / count
 
 
@@ -341,4 +343,5 @@ def slice_loss(model: GPT, corpus: Path, *, files: int = 4, chars: int = 20_000,
         raise ValueError(f"{corpus} has no val/ books to score")
     x = torch.tensor(ids[:n * block + 1])
     windows = torch.stack([x[i * block:(i + 1) * block + 1] for i in range(n)])
-    return evaluate(model.float(), windows, 8, torch.device("cpu"), nullcontext)
+    model = model if next(model.parameters()).dtype == torch.float32 else copy.deepcopy(model).float()
+    return evaluate(model, windows, 8, next(model.parameters()).device, nullcontext)

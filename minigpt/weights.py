@@ -136,6 +136,7 @@ def load_pretrained(cls, name_or_path, *, dtype=None, device=None):
     dtype = dtype or torch.float32
     model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False, assign=True)
     model.lm_head.weight = model.transformer.wte.weight  # re-tie after assign
+    model.eval()  # like transformers: dropout off until the caller trains
     return model.to(device=device) if device is not None else model
 
 

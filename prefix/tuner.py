@@ -13,7 +13,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from minigpt import GPT, KVCache
+from minigpt import GPT
 from minigpt.attention import PrefixKV
 
 from .config import PrefixConfig
@@ -21,15 +21,6 @@ from .encoder import PrefixEncoder
 from .files import load_prefix, save_prefix
 from .init import Tokenizer, initialize
 from .peft_io import load_peft, save_peft
-
-
-def prompt_kv(model: GPT, embeds: torch.Tensor) -> list[PrefixKV]:
-    """Per-layer (key, value), each (B, H, P, Dh), that the model computes for virtual token embeddings
-    `embeds` (B, P, C) at positions 0..P-1. Differentiable (unlike `GPT.layer_kv`)."""
-    B, P = embeds.shape[:2]
-    cache = KVCache(model.config, B, P, dtype=embeds.dtype, device=embeds.device)
-    model.hidden_states(inputs_embeds=embeds, position_offset=0, cache=cache)
-    return list(zip(cache.k, cache.v))
 
 
 class PrefixTuner(nn.Module):
@@ -67,7 +58,7 @@ class PrefixTuner(nn.Module):
         """
         table = self._table(batch_size)  # (B, P, width)
         if self.config.depth == "embedding":
-            return prompt_kv(self.model, table.to(self.model.transformer.wte.weight.dtype))
+            return self.model.layer_kv(inputs_embeds=table.to(self.model.transformer.wte.weight.dtype))
         kv = rearrange(table, "b p (l two h d) -> l two b h p d", l=len(self.layers), two=2,
                        h=self.model.config.n_head)
         out: list[PrefixKV | None] = [None] * self.model.config.n_layer

@@ -1,0 +1,1 @@
+"""Experiments: data, metrics, training and decoding for the paper's table-to-text runs."""

@@ -1,0 +1,233 @@
+"""E2E and WebNLG 2017: loading, table linearization, the training format, and length-bucketed batches.
+
+Files are looked for in the data directories of `minigpt.datadir` (`--data-dir`, `$DATA_DIR`, `data/`,
+`../shared/data`); if no directory holds a complete copy, the official files are downloaded into the
+project's `data/` (sha256-checked, moved into place only once all of them check out).
+
+Training format (PAPER.md, "table <|endoftext|> text <|endoftext|>"): for a table and a text,
+
+    input_ids = BPE(" " + table) + [EOT] + BPE(" " + text) + [EOT]     i.e. " {table}<|endoftext|> {text}<|endoftext|>"
+    labels    = [-100] * len(BPE(" " + table) + [EOT]) + BPE(" " + text) + [EOT]
+
+Labels are aligned with input_ids (the loss shifts them: the logits at t are scored against labels[t+1]),
+so the table and its separator are context only, and the model learns to write the text and then stop.
+The reference code (XiangLi1999/PrefixTuning) builds " {table} <|endoftext|> {text} <|endoftext|>" with
+the HF tokenizer, which keeps a lone " " token before each <|endoftext|>; we drop those two spaces.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+import re
+import shutil
+import tempfile
+import urllib.request
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from tqdm.auto import tqdm
+
+from minigpt.datadir import PROJECT_ROOT, data_dirs
+from minigpt.tokenizer import EOT
+
+if TYPE_CHECKING:
+    import tiktoken
+
+IGNORE = -100
+SPLITS = ("train", "dev", "test")
+E2E_FILES = {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"}
+E2E_KEYS = {"eatType": "Type", "priceRange": "price", "familyFriendly": "family friendly"}
+# The 10 WebNLG 2017 training categories ("seen"); the test set adds 5 unseen ones.
+SEEN_CATEGORIES = ("Airport", "Astronaut", "Building", "City", "ComicsCharacter", "Food", "Monument",
+                   "SportsTeam", "University", "WrittenWork")
+
+
+class Example(NamedTuple):
+    """One (linearized table, reference text) pair."""
+    table: str
+    text: str
+
+
+class Entry(NamedTuple):
+    """One WebNLG input: its linearized triples, all its references, its category, and whether that
+    category occurs in the training split."""
+    table: str
+    references: tuple[str, ...]
+    category: str
+    seen: bool
+
+
+class Remote(NamedTuple):
+    """Where a dataset folder is published: file `f` is at `base_url + f`. `sha256` is the sha256 of the
+    `sha256sum`-style listing of all files, one "<sha256 of file>  <f>\\n" line each, in `files` order."""
+    base_url: str
+    files: tuple[str, ...]
+    sha256: str
+
+
+def _webnlg_files(split: str) -> list[str]:
+    """The challenge's per-size XML files, e.g. train/2triples/2triples_Airport_train_challenge.xml."""
+    name = "{0}/{1}triples/{1}triples_{2}_{0}_challenge.xml"
+    files = [f"{split}/1triples/1triple_allSolutions_{c}_{split}_challenge.xml" for c in SEEN_CATEGORIES]
+    files += [name.format(split, n, c) for n in range(2, 6) for c in SEEN_CATEGORIES if c != "City"]
+    return files + [name.format(split, n, c) for n in (6, 7) for c in ("Astronaut", "Monument", "University")]
+
+
+REMOTES = {
+    "e2e": Remote("https://raw.githubusercontent.com/tuetschek/e2e-dataset/master/",
+                  tuple(E2E_FILES.values()),
+                  "c8e3e5a7271372d6e9ccc4a9d5f4609e4cc428b07a61561f5341c506db1b1a2e"),
+    "webnlg_2017": Remote("https://raw.githubusercontent.com/XiangLi1999/PrefixTuning/"
+                          "6519d30e69b15a180f23e2cd41b766d3f62b8e82/data/webnlg_challenge_2017/",
+                          tuple(_webnlg_files("train") + _webnlg_files("dev") + ["test/testdata_with_lex.xml"]),
+                          "470c2bb5519256ba1237e17ddb67e0db21fa366196580bc25a7165c154efcd55"),
+}
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return response.read()
+
+
+def listing_sha256(folder: Path, files: tuple[str, ...]) -> str:
+    """sha256 of the `sha256sum` listing of `files` under `folder` (see `Remote`)."""
+    lines = (f"{hashlib.sha256((folder / f).read_bytes()).hexdigest()}  {f}\n" for f in files)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def download(name: str, root: Path) -> Path:
+    """Download dataset `name` into `root/name` and return that folder.
+
+    Files go to a temporary folder first and are moved into place only after the checksum matches; a
+    mismatch raises ValueError and leaves `root/name` untouched. Network failures raise OSError."""
+    remote = REMOTES[name]
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        for f in tqdm(remote.files, desc=f"downloading {name}", unit="file"):
+            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / f).write_bytes(_fetch(remote.base_url + f))
+        got = listing_sha256(tmp, remote.files)
+        if got != remote.sha256:
+            raise ValueError(f"{name}: the downloaded files from {remote.base_url} fail the checksum "
+                             f"(sha256 {got}, expected {remote.sha256}); nothing was saved")
+        for f in remote.files:
+            (root / name / f).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / f, root / name / f)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root / name
+
+
+def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder holding all files of dataset `name` ("e2e" or "webnlg_2017"): the first data directory
+    with a complete copy, else a fresh download into the project's data/. Offline: FileNotFoundError."""
+    remote = REMOTES[name]
+    dirs = data_dirs(data_dir)
+    for d in dirs:
+        if all((d / name / f).is_file() for f in remote.files):
+            return d / name
+    try:
+        return download(name, PROJECT_ROOT / "data")
+    except OSError as e:
+        shown = ", ".join(remote.files[:3]) + (f" and {len(remote.files) - 3} more" if len(remote.files) > 3 else "")
+        raise FileNotFoundError(
+            f"{name} data not found and not downloadable ({type(e).__name__}: {e}). It needs {shown} "
+            f"(as published at {remote.base_url}) in a folder <dir>/{name}/, where <dir> is --data-dir, "
+            f"$DATA_DIR, data/ or ../shared/data. Looked in: {', '.join(str(d) for d in dirs)}") from e
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+def linearize_mr(mr: str) -> str:
+    """E2E meaning representation -> the paper's table string, keys in MR order, e.g.
+    "name[The Vaults], eatType[pub], priceRange[more than £30]"
+    -> "name : The Vaults | Type : pub | price : more than £ 30".
+    Prices are spaced as in the reference data ("£20-25" -> "£ 20 - 25")."""
+    pairs = re.findall(r"([^,\[\]]+)\[([^\]]*)\]", mr)
+    if not pairs:
+        raise ValueError(f"not an E2E MR: {mr!r}")
+    spaced = lambda v: re.sub(r"(?<=\d)-(?=\d)", " - ", re.sub(r"£(?=\d)", "£ ", v))
+    return " | ".join(f"{E2E_KEYS.get(k.strip(), k.strip())} : {spaced(v.strip())}" for k, v in pairs)
+
+
+def load_e2e(split: str, data_dir: str | os.PathLike | None = None) -> list[Example]:
+    """The E2E split as (table, text) pairs in file order, one per reference (whitespace collapsed)."""
+    _check_split(split)
+    path = dataset_dir("e2e", data_dir) / E2E_FILES[split]
+    with open(path, encoding="utf-8", newline="") as f:
+        return [Example(linearize_mr(row["mr"]), _clean(row["ref"])) for row in csv.DictReader(f)]
+
+
+def group_by_mr(examples: list[Example]) -> list[tuple[str, list[str]]]:
+    """(table, all its references) per distinct table, in order of first appearance (in the E2E dev and
+    test files identical MRs are contiguous, so this is also e2e-metrics' grouping)."""
+    groups: dict[str, list[str]] = {}
+    for table, text in examples:
+        groups.setdefault(table, []).append(text)
+    return list(groups.items())
+
+
+def linearize_triples(triples: list[str]) -> str:
+    """WebNLG triples "s | p | o" -> "s : p : o | s2 : p2 : o2", underscores read as spaces.
+
+    The reference code joins the same "s : p : o" strings with " | " but keeps DBpedia's underscores
+    (and, through an index slip, starts every table but the first with " | ")."""
+    parts = [[x.strip().replace("_", " ") for x in t.split(" | ")] for t in triples]
+    return " | ".join(" : ".join(p) for p in parts)
+
+
+def load_webnlg(split: str, data_dir: str | os.PathLike | None = None) -> list[Entry]:
+    """WebNLG 2017 entries (modified triples, all lexicalisations) in file order; test is the full test
+    set (testdata_with_lex.xml), seen and unseen categories together."""
+    _check_split(split)
+    folder = dataset_dir("webnlg_2017", data_dir)
+    files = ["test/testdata_with_lex.xml"] if split == "test" else _webnlg_files(split)
+    entries = []
+    for f in files:
+        for e in ET.parse(folder / f).getroot().iter("entry"):
+            table = linearize_triples([t.text or "" for t in e.iter("mtriple")])
+            refs = tuple(_clean(lex.text or "") for lex in e.iter("lex"))
+            entries.append(Entry(table, refs, e.get("category"), e.get("category") in SEEN_CATEGORIES))
+    return entries
+
+
+def encode_source(enc: tiktoken.Encoding, table: str) -> list[int]:
+    """Decoding prompt: BPE(" " + table) + [EOT] (a prefix of `encode_pair`'s input_ids)."""
+    return enc.encode_ordinary(" " + table) + [EOT]
+
+
+def encode_pair(enc: tiktoken.Encoding, table: str, text: str) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for training, as described in the module docstring."""
+    source = encode_source(enc, table)
+    target = enc.encode_ordinary(" " + text) + [EOT]
+    return source + target, [IGNORE] * len(source) + target
+
+
+def bucket_batches(lengths: list[int], batch_size: int, seed: int, shuffle: bool = True) -> list[list[int]]:
+    """Batches of indices with similar lengths, each index exactly once, the same for the same seed.
+
+    The indices (shuffled with `seed`, or in order) are cut into windows of 100 batches; each window is
+    sorted by length (stably) and cut into batches; the batches are then shuffled (or kept in order)."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    if shuffle:
+        rng.shuffle(order)
+    window = 100 * batch_size
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lengths.__getitem__)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches

@@ -1,0 +1,67 @@
+"""The ablation sweeps around the default run, each over several seeds; completed runs are skipped.
+
+    python -m experiments.sweep [--sweeps=length,depth,reparam,baselines] [--seeds=0,1,2] [--key=value ...]
+    make ablation
+
+length:    prefix length {1, 2, 5, 10, 20, 40}, every layer, MLP
+depth:     embedding-only vs every layer at lengths {1, 10, 20}
+reparam:   MLP vs direct table at the default length
+baselines: full fine-tuning, and a prefix on a randomly initialized model of the same shape
+Extra `--key=value` settings apply to every run (e.g. a smaller --max_train for a quick sweep).
+"""
+from __future__ import annotations
+
+import sys
+
+from .config import parse_cli, parse_value
+from .run import main as run_one
+
+LENGTHS = (1, 2, 5, 10, 20, 40)
+DEPTH_LENGTHS = (1, 10, 20)
+SWEEPS = ("length", "depth", "reparam", "baselines")
+FINETUNE_LR = 1e-4  # full fine-tuning moves 19M+ weights: a prefix's learning rate would wreck them
+
+
+def sweep_runs(sweeps, default_len: int) -> list[dict]:
+    """The distinct runs (as settings over the defaults) that the chosen sweeps need, in run order."""
+    runs: list[dict] = []
+
+    def add(**kw):
+        if kw not in runs:
+            runs.append(kw)
+    for name in sweeps:
+        if name == "length":
+            for n in LENGTHS:
+                add(prefix_len=n)
+        elif name == "depth":
+            for n in DEPTH_LENGTHS:
+                add(prefix_len=n)
+                add(prefix_len=n, depth="embedding", reparam="direct")
+        elif name == "reparam":
+            add(prefix_len=default_len)
+            add(prefix_len=default_len, reparam="direct")
+        elif name == "baselines":
+            add(method="finetune", lr=FINETUNE_LR)
+            add(prefix_len=default_len, random_init=True)
+        else:
+            raise SystemExit(f"unknown sweep {name!r}; choose from {', '.join(SWEEPS)}")
+    return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    opts = {a[2:].split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(("--sweeps=", "--seeds="))}
+    rest = [a for a in argv if not a.startswith(("--sweeps=", "--seeds="))]
+    sweeps = opts.get("sweeps", ",".join(SWEEPS)).split(",")
+    seeds = [int(s) for s in opts.get("seeds", "0,1,2").split(",")]
+    base = parse_cli(rest)
+    runs = sweep_runs(sweeps, base.prefix_len)
+    print(f"{len(runs)} settings x {len(seeds)} seeds = {len(runs) * len(seeds)} runs")
+    for seed in seeds:  # all settings for one seed first: partial sweeps are still balanced
+        for kw in runs:
+            args = rest + [f"--{k}={v if not isinstance(v, bool) else str(v).lower()}" for k, v in kw.items()]
+            run_one(args + [f"--seed={seed}"])
+
+
+if __name__ == "__main__":
+    main()

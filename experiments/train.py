@@ -1,0 +1,196 @@
+"""The training loop shared by every method: prefix-tuning, embedding-only prompts and full fine-tuning.
+
+`net` is anything with `hidden_states(input_ids) -> (B, T, C)` whose trainable parameters are the
+ones to learn (a `prefix.PrefixTuner`, or the `GPT` itself for fine-tuning); `lm_head` maps hidden states
+to logits, and is applied only at positions that carry a target (the text part), which is most of the
+saving on a 50,257-way output layer. Batches are right-padded: causal attention never lets a real token
+see the padding after it, so no attention mask is needed.
+
+Runs resume exactly (`state.pt`: trainable weights, optimizer, RNG, position in the epoch) and run under
+`torchrun` unchanged: each process takes its share of every global batch, and the loss is normalized by
+the global number of target tokens, so N processes follow the same trajectory as one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from minigpt.weights import atomic_write
+
+from .data import bucket_batches
+
+IGNORE = -100
+
+
+def collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (input_ids, labels) pairs -> ids (B, T), labels (B, T) with IGNORE on padding."""
+    T = max(len(ids) for ids, _ in pairs)
+    ids = torch.full((len(pairs), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(pairs), T), IGNORE, dtype=torch.long)
+    for i, (x, y) in enumerate(pairs):
+        ids[i, :len(x)] = torch.tensor(x)
+        labels[i, :len(y)] = torch.tensor(y)
+    return ids, labels
+
+
+class Hidden(nn.Module):
+    """`net.hidden_states` as a module's forward, so DistributedDataParallel sees the call."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.net.hidden_states(ids)
+
+
+def summed_loss(hidden, lm_head: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of next-token cross-entropies over target positions (logits computed only there).
+
+    hidden: callable ids (B, T) -> hidden states (B, T, C)."""
+    h = hidden(ids)[:, :-1]  # (B, T-1, C)
+    target = labels[:, 1:]  # (B, T-1)
+    keep = target != IGNORE
+    logits = lm_head(h[keep])  # (N, V)
+    return F.cross_entropy(logits.float(), target[keep], reduction="sum")
+
+
+def trainable_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def dev_loss(net, lm_head, pairs, batch_size, pad_id, autocast, device="cpu") -> float:
+    """Mean per-token loss on held-out pairs (eval mode)."""
+    was = net.training
+    net.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(pairs), batch_size):
+        ids, labels = (t.to(device) for t in collate(pairs[i:i + batch_size], pad_id))
+        with autocast():
+            total += summed_loss(net.hidden_states, lm_head, ids, labels).item()
+        count += int((labels[:, 1:] != IGNORE).sum())
+    net.train(was)
+    return total / max(count, 1)
+
+
+def linear_schedule(step: int, total: int, warmup: int) -> float:
+    """Linear warmup then linear decay to 0 (the paper's schedule); a multiplier of the peak lr."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def fit(net: nn.Module, lm_head: nn.Module, train_pairs: list, dev_pairs: list, cfg, run_dir: Path,
+        pad_id: int, log=print) -> dict:
+    """Train `net`'s trainable parameters; returns a summary. Resumes from `run_dir/state.pt`."""
+    ddp = "RANK" in os.environ and torch.distributed.is_initialized()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp else (0, 1)
+    master = rank == 0
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    hidden = net.hidden_states
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+        hidden = DistributedDataParallel(Hidden(net))
+    device = next(net.parameters()).device
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.bf16 else nullcontext
+    lengths = [len(ids) for ids, _ in train_pairs]
+    batches_per_epoch = len(bucket_batches(lengths, cfg.batch_size, cfg.seed))
+    total = cfg.epochs * batches_per_epoch
+    st = {"epoch": 0, "batch": 0, "step": 0, "elapsed": 0.0, "tokens": 0, "best_dev": math.inf,
+          "best": None, "bad_epochs": 0, "dev": []}
+    state_file = run_dir / "state.pt"
+    if state_file.exists():
+        saved = torch.load(state_file, map_location=device, weights_only=False)
+        net.load_state_dict(saved["trainable"], strict=False)
+        opt.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        st = saved["progress"]
+        if master:
+            log(f"resuming {run_dir.name} at epoch {st['epoch']}, batch {st['batch']} (step {st['step']})")
+
+    def save():
+        if master:
+            s = {"trainable": trainable_state(net), "optimizer": opt.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "progress": st}
+            atomic_write(state_file, lambda t: torch.save(s, t))
+
+    net.train()
+    bar = tqdm(total=total, initial=st["step"], disable=not master, unit="step", dynamic_ncols=True,
+               desc=run_dir.name[:40])
+    while st["epoch"] < cfg.epochs and not (cfg.patience and st["bad_epochs"] >= cfg.patience):
+        batches = bucket_batches(lengths, cfg.batch_size, cfg.seed + st["epoch"])
+        while st["batch"] < len(batches):
+            t0 = time.perf_counter()
+            batch = batches[st["batch"]]
+            n_targets = sum(sum(y != IGNORE for y in train_pairs[i][1][1:]) for i in batch)
+            mine = batch[rank::world]  # this process's share of the global batch
+            lr = cfg.lr * linear_schedule(st["step"], total, cfg.warmup_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            if mine:
+                ids, labels = (t.to(device) for t in collate([train_pairs[i] for i in mine], pad_id))
+                with autocast():
+                    loss = summed_loss(hidden, lm_head, ids, labels) / n_targets * world
+                loss.backward()
+            else:  # pragma: no cover - more processes than rows in a batch
+                (sum(p.sum() for p in params) * 0).backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            st["batch"] += 1
+            st["step"] += 1
+            st["tokens"] += sum(len(train_pairs[i][0]) for i in batch)
+            st["elapsed"] += time.perf_counter() - t0
+            if master:
+                value = loss.item() / world if mine else float("nan")
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{st['tokens'] / st['elapsed']:,.0f}")
+                if st["step"] % cfg.log_every == 0:
+                    log({"step": st["step"], "epoch": st["epoch"], "train_loss": value, "lr": lr,
+                         "tokens_per_second": round(st["tokens"] / st["elapsed"])})
+            if st["step"] % cfg.ckpt_every == 0:
+                save()
+        # end of epoch: dev loss, keep the best, stop early when it stops improving
+        dl = dev_loss(net, lm_head, dev_pairs, cfg.batch_size * 2, pad_id, autocast, device)
+        st["dev"].append(dl)
+        if dl < st["best_dev"]:
+            st["best_dev"], st["best"], st["bad_epochs"] = dl, trainable_state(net), 0
+        else:
+            st["bad_epochs"] += 1
+        if master:
+            log({"epoch": st["epoch"], "step": st["step"], "dev_loss": dl})
+            bar.write(f"epoch {st['epoch']}: dev loss {dl:.4f}")
+        st["epoch"] += 1
+        st["batch"] = 0
+        save()
+    bar.close()
+    if st["best"] is not None:
+        net.load_state_dict(st["best"], strict=False)
+    return {"steps": st["step"], "epochs_run": st["epoch"], "train_seconds": round(st["elapsed"], 1),
+            "train_tokens": st["tokens"], "dev_loss": st["dev"], "best_dev_loss": st["best_dev"],
+            "tokens_per_second": round(st["tokens"] / max(st["elapsed"], 1e-9))}
+
+
+def write_jsonl_logger(path: Path, master: bool = True):
+    """A `log` callable: dict -> one JSON line in `path` (appended, flushed); str -> printed."""
+    def log(item):
+        if not master:
+            return
+        if isinstance(item, str):
+            tqdm.write(item)
+            return
+        with open(path, "a") as f:
+            f.write(json.dumps(item) + "\n")
+    return log

@@ -1,0 +1,77 @@
+"""`make experiment`'s code path end to end on a tiny model, and its refusals of bad settings."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import hf_model
+from experiments.config import parse_cli
+from experiments.run import main as run
+from experiments.sweep import sweep_runs
+
+
+@pytest.fixture(scope="module")
+def gpt2_vocab_dir(tmp_path_factory):
+    """A tiny random GPT-2 with the real 50,257-token vocabulary (the tokenizer's ids must fit)."""
+    d = tmp_path_factory.mktemp("tiny-gpt2-vocab")
+    hf_model(seed=3, vocab_size=50257, n_positions=160, n_embd=32, n_layer=2, n_head=2).save_pretrained(d)
+    return d
+
+
+def tiny(tmp_path, model, *extra):
+    return [f"--model={model}", "--max_train=12", "--max_dev=4", "--max_test=3", "--max_new_tokens=6",
+            "--num_beams=2", "--batch_size=4", "--warmup_steps=1", "--bf16=false", "--prefix_len=3",
+            "--encoder_hidden_size=16", f"--results_dir={tmp_path / 'results'}", f"--runs_dir={tmp_path / 'runs'}",
+            *extra]
+
+
+@pytest.mark.parametrize("extra", [[], ["--depth=embedding", "--reparam=direct"], ["--method=finetune"]])
+def test_tiny_run_writes_the_result_files(tmp_path, gpt2_vocab_dir, extra):
+    metrics = run(tiny(tmp_path, gpt2_vocab_dir, *extra))
+    cfg = parse_cli(tiny(tmp_path, gpt2_vocab_dir, *extra))
+    out = tmp_path / "results" / cfg.run_name
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "log.jsonl", "metrics.json", "predictions.txt"]
+    assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
+    assert len((out / "predictions.txt").read_text().splitlines()) == 3  # one line per test MR
+    saved = json.loads((out / "metrics.json").read_text())
+    for k in ("bleu", "nist", "rouge_l", "cider", "trainable_params", "train_seconds"):
+        assert saved[k] is not None
+    assert saved == json.loads(json.dumps(metrics))
+    if "--method=finetune" in extra:
+        assert saved["trainable_params"] == saved["total_params"]
+    else:
+        assert 0 < saved["trainable_params"] < saved["total_params"]
+        assert (tmp_path / "runs" / cfg.run_name / "prefix" / "prefix.safetensors").exists()
+    assert run(tiny(tmp_path, gpt2_vocab_dir, *extra)) == saved  # a finished run is not redone
+
+
+def test_bad_settings_fail_clearly(tmp_path, gpt2_vocab_dir):
+    with pytest.raises(SystemExit, match="MODEL='no/such-model-dir' cannot be loaded"):
+        run(tiny(tmp_path, "no/such-model-dir"))
+    with pytest.raises(SystemExit, match="LEN .prefix_len. must be a positive number"):
+        run(tiny(tmp_path, gpt2_vocab_dir, "--prefix_len=0"))
+    with pytest.raises(SystemExit, match="LEN=150 is too long.*context of 160 positions"):
+        run(tiny(tmp_path, gpt2_vocab_dir, "--prefix_len=150"))
+    with pytest.raises(SystemExit, match="unknown TASK 'summarize'"):
+        run(tiny(tmp_path, gpt2_vocab_dir, "--task=summarize"))
+    with pytest.raises(SystemExit, match="unknown setting --lenght"):
+        run(tiny(tmp_path, gpt2_vocab_dir, "--lenght=3"))
+
+
+def test_missing_data_fails_clearly(tmp_path, gpt2_vocab_dir, monkeypatch):
+    from experiments import data
+    monkeypatch.setattr(data, "data_dirs", lambda user=None: [tmp_path / "empty"])
+    monkeypatch.setattr(data, "_fetch", lambda url: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(data, "PROJECT_ROOT", tmp_path / "proj")
+    with pytest.raises(SystemExit, match="e2e"):
+        run(tiny(tmp_path, gpt2_vocab_dir))
+
+
+def test_sweeps_cover_the_ablations():
+    runs = sweep_runs(["length", "depth", "reparam", "baselines"], 10)
+    assert [r["prefix_len"] for r in runs if set(r) == {"prefix_len"}] == [1, 2, 5, 10, 20, 40]
+    assert {r["prefix_len"] for r in runs if r.get("depth") == "embedding"} == {1, 10, 20}
+    assert {"prefix_len": 10, "reparam": "direct"} in runs
+    assert any(r.get("method") == "finetune" for r in runs) and {"prefix_len": 10, "random_init": True} in runs
+    assert len(runs) == len({json.dumps(r, sort_keys=True) for r in runs})  # no run twice
