@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # Experiment settings: unset variables fall back to experiments/configs/defaults.json.
 exp_args = $(if $(TASK),--task=$(TASK)) $(if $(MODEL),--model=$(MODEL)) $(if $(LEN),--prefix_len=$(LEN)) \
 	$(if $(DEPTH),--depth=$(DEPTH)) $(if $(REPARAM),--reparam=$(REPARAM)) $(if $(SEED),--seed=$(SEED)) \
-	$(if $(EPOCHS),--epochs=$(EPOCHS)) $(if $(METHOD),--method=$(METHOD)) $(if $(INIT),--init=$(INIT)) \
+	$(if $(EPOCHS),--epochs=$(EPOCHS)) $(if $(METHOD),--method=$(METHOD)) $(if $(INIT),--init=$(INIT)) $(if $(HEAD),--head=$(HEAD)) \
 	$(if $(LR),--lr=$(LR)) $(if $(MAX_TRAIN),--max_train=$(MAX_TRAIN)) $(if $(MAX_TEST),--max_test=$(MAX_TEST)) \
 	$(if $(DATA_DIR),--data_dir=$(DATA_DIR)) $(ARGS)
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 DEFAULTS = Path(__file__).parent / "configs" / "defaults.json"
-TASKS = ("e2e", "webnlg")
+TASKS = ("e2e", "webnlg", "sst2")
 METHODS = ("prefix", "finetune")
 
 
@@ -25,6 +25,7 @@ class ExperimentConfig:
     init: str
     init_text: str
     prefix_dropout: float
+    head: str  # sst2: "verbalizer" (label-word logits) or "linear" (a trained layer on the last token)
     epochs: int
     batch_size: int
     lr: float
@@ -55,6 +56,8 @@ class ExperimentConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.method == "prefix" and self.prefix_len < 1:
             raise ValueError(f"LEN (prefix_len) must be a positive number of virtual tokens, got {self.prefix_len}")
+        if self.head not in ("verbalizer", "linear"):
+            raise ValueError(f"HEAD must be 'verbalizer' or 'linear', got {self.head!r}")
         if self.reparam not in ("mlp", "direct"):
             raise ValueError(f"REPARAM must be 'mlp' or 'direct', got {self.reparam!r}")
         for k in ("epochs", "batch_size", "num_beams", "max_new_tokens", "decode_batch_size"):
@@ -73,6 +76,8 @@ class ExperimentConfig:
             core = f"prefix-len{self.prefix_len}-{depth}-{self.reparam}"
             if self.init != "random":
                 core += f"-init{self.init}"
+        if self.task == "sst2":
+            core += f"-{self.head}"
         model = Path(self.model).name + ("-randinit" if self.random_init else "")
         extra = f"-n{self.max_train}" if self.max_train else ""
         return f"{self.task}-{model}-{core}{extra}-seed{self.seed}"

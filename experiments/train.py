@@ -1,10 +1,10 @@
 """The training loop shared by every method: prefix-tuning, embedding-only prompts and full fine-tuning.
 
 `net` is anything with `hidden_states(input_ids) -> (B, T, C)` whose trainable parameters are the
-ones to learn (a `prefix.PrefixTuner`, or the `GPT` itself for fine-tuning); `lm_head` maps hidden states
-to logits, and is applied only at positions that carry a target (the text part), which is most of the
-saving on a 50,257-way output layer. Batches are right-padded: causal attention never lets a real token
-see the padding after it, so no attention mask is needed.
+ones to learn (a `prefix.PrefixTuner`, the `GPT` itself for fine-tuning, or a classifier around either);
+an objective turns hidden states into a summed loss (`LMObjective` here: logits only at positions that
+carry a target, which is most of the saving on a 50,257-way output layer). Batches are right-padded:
+causal attention never lets a real token see the padding after it, so no attention mask is needed.
 
 Runs resume exactly (`state.pt`: trainable weights, optimizer, RNG, position in the epoch) and run under
 `torchrun` unchanged: each process takes its share of every global batch, and the loss is normalized by
@@ -53,15 +53,30 @@ class Hidden(nn.Module):
         return self.net.hidden_states(ids)
 
 
-def summed_loss(hidden, lm_head: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum of next-token cross-entropies over target positions (logits computed only there).
+class LMObjective:
+    """Next-token cross-entropy on the target part of (input_ids, labels) pairs, with logits computed
+    only at target positions (the 50,257-way output layer is most of the cost otherwise)."""
 
-    hidden: callable ids (B, T) -> hidden states (B, T, C)."""
-    h = hidden(ids)[:, :-1]  # (B, T-1, C)
-    target = labels[:, 1:]  # (B, T-1)
-    keep = target != IGNORE
-    logits = lm_head(h[keep])  # (N, V)
-    return F.cross_entropy(logits.float(), target[keep], reduction="sum")
+    def __init__(self, lm_head: nn.Module, pad_id: int):
+        self.lm_head, self.pad_id = lm_head, pad_id
+
+    @staticmethod
+    def length(item) -> int:
+        return len(item[0])
+
+    @staticmethod
+    def count(items) -> int:
+        """Number of scored positions (the loss shifts labels by one)."""
+        return sum(sum(y != IGNORE for y in labels[1:]) for _, labels in items)
+
+    def loss(self, hidden, items, device) -> torch.Tensor:
+        """Summed loss over `items`; hidden: callable ids (B, T) -> hidden states (B, T, C)."""
+        ids, labels = (t.to(device) for t in collate(items, self.pad_id))
+        h = hidden(ids)[:, :-1]  # (B, T-1, C)
+        target = labels[:, 1:]  # (B, T-1)
+        keep = target != IGNORE
+        logits = self.lm_head(h[keep])  # (N, V)
+        return F.cross_entropy(logits.float(), target[keep], reduction="sum")
 
 
 def trainable_state(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -69,18 +84,16 @@ def trainable_state(net: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def dev_loss(net, lm_head, pairs, batch_size, pad_id, autocast, device="cpu") -> float:
-    """Mean per-token loss on held-out pairs (eval mode)."""
+def dev_loss(net, objective, items, batch_size, autocast, device="cpu") -> float:
+    """Mean loss per scored position on held-out items (eval mode)."""
     was = net.training
     net.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(pairs), batch_size):
-        ids, labels = (t.to(device) for t in collate(pairs[i:i + batch_size], pad_id))
+    total = 0.0
+    for i in range(0, len(items), batch_size):
         with autocast():
-            total += summed_loss(net.hidden_states, lm_head, ids, labels).item()
-        count += int((labels[:, 1:] != IGNORE).sum())
+            total += objective.loss(net.hidden_states, items[i:i + batch_size], device).item()
     net.train(was)
-    return total / max(count, 1)
+    return total / max(objective.count(items), 1)
 
 
 def linear_schedule(step: int, total: int, warmup: int) -> float:
@@ -90,9 +103,10 @@ def linear_schedule(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def fit(net: nn.Module, lm_head: nn.Module, train_pairs: list, dev_pairs: list, cfg, run_dir: Path,
-        pad_id: int, log=print) -> dict:
-    """Train `net`'s trainable parameters; returns a summary. Resumes from `run_dir/state.pt`."""
+def fit(net: nn.Module, objective, train_items: list, dev_items: list, cfg, run_dir: Path, log=print) -> dict:
+    """Train `net`'s trainable parameters on `objective` (e.g. `LMObjective`); returns a summary.
+
+    Resumes from `run_dir/state.pt`."""
     ddp = "RANK" in os.environ and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp else (0, 1)
     master = rank == 0
@@ -104,7 +118,7 @@ def fit(net: nn.Module, lm_head: nn.Module, train_pairs: list, dev_pairs: list, 
         hidden = DistributedDataParallel(Hidden(net))
     device = next(net.parameters()).device
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.bf16 else nullcontext
-    lengths = [len(ids) for ids, _ in train_pairs]
+    lengths = [objective.length(item) for item in train_items]
     batches_per_epoch = len(bucket_batches(lengths, cfg.batch_size, cfg.seed))
     total = cfg.epochs * batches_per_epoch
     st = {"epoch": 0, "batch": 0, "step": 0, "elapsed": 0.0, "tokens": 0, "best_dev": math.inf,
@@ -133,15 +147,14 @@ def fit(net: nn.Module, lm_head: nn.Module, train_pairs: list, dev_pairs: list, 
         while st["batch"] < len(batches):
             t0 = time.perf_counter()
             batch = batches[st["batch"]]
-            n_targets = sum(sum(y != IGNORE for y in train_pairs[i][1][1:]) for i in batch)
+            n_targets = objective.count([train_items[i] for i in batch])
             mine = batch[rank::world]  # this process's share of the global batch
             lr = cfg.lr * linear_schedule(st["step"], total, cfg.warmup_steps)
             for g in opt.param_groups:
                 g["lr"] = lr
             if mine:
-                ids, labels = (t.to(device) for t in collate([train_pairs[i] for i in mine], pad_id))
                 with autocast():
-                    loss = summed_loss(hidden, lm_head, ids, labels) / n_targets * world
+                    loss = objective.loss(hidden, [train_items[i] for i in mine], device) / n_targets * world
                 loss.backward()
             else:  # pragma: no cover - more processes than rows in a batch
                 (sum(p.sum() for p in params) * 0).backward()
@@ -151,7 +164,7 @@ def fit(net: nn.Module, lm_head: nn.Module, train_pairs: list, dev_pairs: list, 
             opt.zero_grad(set_to_none=True)
             st["batch"] += 1
             st["step"] += 1
-            st["tokens"] += sum(len(train_pairs[i][0]) for i in batch)
+            st["tokens"] += sum(lengths[i] for i in batch)
             st["elapsed"] += time.perf_counter() - t0
             if master:
                 value = loss.item() / world if mine else float("nan")
@@ -163,7 +176,7 @@ def fit(net: nn.Module, lm_head: nn.Module, train_pairs: list, dev_pairs: list, 
             if st["step"] % cfg.ckpt_every == 0:
                 save()
         # end of epoch: dev loss, keep the best, stop early when it stops improving
-        dl = dev_loss(net, lm_head, dev_pairs, cfg.batch_size * 2, pad_id, autocast, device)
+        dl = dev_loss(net, objective, dev_items, cfg.batch_size * 2, autocast, device)
         st["dev"].append(dl)
         if dl < st["best_dev"]:
             st["best_dev"], st["best"], st["bad_epochs"] = dl, trainable_state(net), 0

@@ -26,7 +26,8 @@ def tiny(tmp_path, model, *extra):
             *extra]
 
 
-@pytest.mark.parametrize("extra", [[], ["--depth=embedding", "--reparam=direct"], ["--method=finetune"]])
+@pytest.mark.parametrize("extra", [[], ["--depth=embedding", "--reparam=direct"], ["--method=finetune"],
+                                   ["--task=sst2"], ["--task=sst2", "--head=linear"]])
 def test_tiny_run_writes_the_result_files(tmp_path, gpt2_vocab_dir, extra):
     metrics = run(tiny(tmp_path, gpt2_vocab_dir, *extra))
     cfg = parse_cli(tiny(tmp_path, gpt2_vocab_dir, *extra))
@@ -35,7 +36,8 @@ def test_tiny_run_writes_the_result_files(tmp_path, gpt2_vocab_dir, extra):
     assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
     assert len((out / "predictions.txt").read_text().splitlines()) == 3  # one line per test MR
     saved = json.loads((out / "metrics.json").read_text())
-    for k in ("bleu", "nist", "rouge_l", "cider", "trainable_params", "train_seconds"):
+    scores = ("accuracy", "macro_f1", "dev_accuracy") if "--task=sst2" in extra else ("bleu", "nist", "rouge_l", "cider")
+    for k in (*scores, "trainable_params", "train_seconds"):
         assert saved[k] is not None
     assert saved == json.loads(json.dumps(metrics))
     if "--method=finetune" in extra:
