@@ -1,9 +1,10 @@
 """Curves and the findings table, read only from result files (`<results_dir>/*/{config,metrics}.json`).
 
-    python -m experiments.plots [--results=experiments/results] [--task=e2e]      (make plots)
+    python -m experiments.plots [--results experiments/results]      (make plots)
 
-Writes PNGs (mean ± std over seeds) to `experiments/plots/` and `experiments/RESULTS.md`, which sets
-each finding beside the paper's (Li & Liang 2021, ACL version, GPT-2 medium).
+Writes PNGs (mean ± std over seeds) per task to `experiments/plots/` and `experiments/RESULTS.md`, which
+sets each finding beside the paper's (Li & Liang 2021, ACL version, GPT-2 medium) and, with SST-2
+results, the depth gap on understanding vs generation (P-tuning v2's observation).
 """
 from __future__ import annotations
 
@@ -81,93 +82,128 @@ def fmt(runs: list[dict] | None, metric: str = "bleu") -> str:
     return f"{mean:.1f} ± {sd:.1f} (n={n})"
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", default="experiments/results")
-    p.add_argument("--plots", default="experiments/plots")
-    p.add_argument("--report", default="experiments/RESULTS.md")
-    p.add_argument("--task", default="e2e")
-    args = p.parse_args(argv)
-    rows = [r for r in load_results(Path(args.results)) if r["config"]["task"] == args.task]
-    if not rows:
-        raise SystemExit(f"no results for task {args.task!r} under {args.results}: run `make ablation` first")
+PRIMARY = {"e2e": ("bleu", "test BLEU"), "webnlg": ("bleu", "test BLEU"), "sst2": ("accuracy", "test accuracy")}
+
+
+def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], dict]:
+    """Plots for one task and its part of RESULTS.md; also returns the depth gap for the cross-task row."""
+    metric, label = PRIMARY[task]
     groups = group(rows)
     model = max({r["config"]["model"] for r in rows}, key=lambda m: sum(r["config"]["model"] == m for r in rows))
-    common = dict(task=args.task, model=model, random_init=False, method="prefix")
+    common = dict(task=task, model=model, random_init=False, method="prefix")
     every_mlp = select(groups, **common, depth="all", reparam="mlp", init="random")
     every_direct = select(groups, **common, depth="all", reparam="direct", init="random")
     emb = select(groups, **common, depth="embedding", init="random")
     rand = select(groups, **{**common, "random_init": True}, depth="all", reparam="mlp")
     ft = [r for runs in groups.values() for r in runs if r["config"]["method"] == "finetune"
           and r["config"]["model"] == model and not r["config"]["random_init"]]
-    plots = Path(args.plots)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    curve(ax, every_mlp, "prefix, every layer (MLP)")
+    curve(ax, every_mlp, "prefix, every layer (MLP)", metric)
     if ft:
-        mean, sd, n = stats(ft)
+        mean, sd, n = stats(ft, metric)
         ax.axhspan(mean - sd, mean + sd, color="gray", alpha=0.2)
         ax.axhline(mean, color="gray", ls="--", label=f"full fine-tuning (n={n})")
-    ax.set(xscale="log", xlabel="prefix length", ylabel="test BLEU", title=f"{args.task}: prefix length")
+    ax.set(xscale="log", xlabel="prefix length", ylabel=label, title=f"{task}: prefix length")
     ax.legend()
-    save(fig, plots / f"{args.task}_length.png")
+    save(fig, plots / f"{task}_length.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    curve(ax, every_mlp, "every layer (MLP)")
-    curve(ax, emb, "embedding only")
-    ax.set(xscale="log", xlabel="prefix length", ylabel="test BLEU", title=f"{args.task}: depth")
+    curve(ax, every_mlp, "every layer (MLP)", metric)
+    curve(ax, emb, "embedding only", metric)
+    ax.set(xscale="log", xlabel="prefix length", ylabel=label, title=f"{task}: depth")
     ax.legend()
-    save(fig, plots / f"{args.task}_depth.png")
+    save(fig, plots / f"{task}_depth.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     labels, bars = [], []
-    for label, series in (("MLP", every_mlp), ("direct", every_direct), ("random-init model", rand)):
+    for name, series in (("MLP", every_mlp), ("direct", every_direct), ("random-init model", rand)):
         for n, runs in series.items():
-            if n in every_direct or label != "MLP" or not every_direct:
-                labels.append(f"{label}\nlen {n}")
-                bars.append(stats(runs))
+            if name != "MLP" or n in every_direct:
+                labels.append(f"{name}\nlen {n}")
+                bars.append(stats(runs, metric))
     if ft:
         labels.append("fine-tune")
-        bars.append(stats(ft))
+        bars.append(stats(ft, metric))
     ax.bar(range(len(bars)), [b[0] for b in bars], yerr=[b[1] for b in bars], capsize=3)
     ax.set_xticks(range(len(bars)), labels, fontsize=8)
-    ax.set(ylabel="test BLEU", title=f"{args.task}: reparameterization and baselines")
-    save(fig, plots / f"{args.task}_reparam.png")
+    ax.set(ylabel=label, title=f"{task}: reparameterization and baselines")
+    save(fig, plots / f"{task}_reparam.png")
 
-    any_run = rows[0]["metrics"]
+    def f(runs):
+        return fmt(runs, metric)
     L = 10 if 10 in every_mlp else (max(every_mlp) if every_mlp else None)
-    lines = [
-        f"# Results: {args.task}", "",
-        f"Generated by `make plots` from `{args.results}/*/metrics.json` ({len(rows)} runs, model `{model}`). "
-        "Mean ± std of test-set BLEU over seeds (n = number of seeds). Paper numbers: Li & Liang (2021), "
-        "ACL version, GPT-2 medium (345M) with 5 epochs on the full training set; ours use a much smaller "
-        "model and the training budget in each run's config.json, so compare the direction of each "
-        "finding, not the level.", "",
-        f"Machine of the runs: {any_run['machine']['platform']}, {any_run['machine']['cpus']} CPUs, "
-        f"torch {any_run['machine']['torch']}; commits: "
-        f"{', '.join(sorted({r['metrics']['commit'] for r in rows}))}.", "",
-        "| finding (paper) | paper | ours |", "|---|---|---|",
-        f"| prefix (every layer, MLP) vs full fine-tuning | 70.3 vs 68.8 | "
-        f"{fmt(every_mlp.get(L))} (len {L}) vs {fmt(ft)} |",
-        "| prefix length: rises then plateaus, peak ~10 for table-to-text | peak at 10 | " +
-        ", ".join(f"{n}: {stats(r)[0]:.1f}" for n, r in every_mlp.items()) + " |",
-        "| embedding-only, 1 / 10 / 20 tokens, well below every layer | 48.1 / 62.2 / 61.9 | " +
-        " / ".join(fmt(emb.get(n)) for n in (1, 10, 20)) + " |",
-        f"| direct table vs MLP reparameterization (direct: unstable, no number) | n/a | "
-        f"{fmt(every_direct.get(L))} vs {fmt(every_mlp.get(L))} |",
-        f"| pretrained vs randomly initialized base model | n/a | {fmt(every_mlp.get(L))} vs "
-        f"{fmt(rand.get(L))} |", "",
-        "## All metrics", "",
-        "| run group | n | " + " | ".join(METRICS) + " | trainable params |",
-        "|---|---|" + "---|" * len(METRICS) + "---|"]
-    for key, runs in sorted(groups.items(), key=lambda kv: kv[1][0]["run"]):
-        name = runs[0]["run"].rsplit("-seed", 1)[0]
-        cells = [f"{stats(runs, m)[0]:.2f}" if stats(runs, m)[2] else "n/a" for m in METRICS]
-        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) +
+    first = rows[0]["metrics"]
+    machines = sorted({r["metrics"]["machine"].get("gpu") or
+                       f"{r['metrics']['machine']['cpus']}-core CPU ({r['metrics']['machine']['processor']})"
+                       for r in rows})
+    lines = [f"## {task}", "",
+             f"{len(rows)} runs on model `{model}`; mean ± std of {label} over seeds (n = seeds). Machines: "
+             f"{'; '.join(machines)}; torch {first['machine']['torch']}; commits: "
+             f"{', '.join(sorted({r['metrics']['commit'] for r in rows}))}.", ""]
+    if task == "e2e":
+        lines += [
+            "| finding (paper, GPT-2 medium) | paper | ours |", "|---|---|---|",
+            f"| prefix (every layer, MLP) vs full fine-tuning | 70.3 vs 68.8 | {f(every_mlp.get(L))} (len {L}) vs "
+            f"{f(ft)} |",
+            "| prefix length: rises then plateaus, peak ~10 for table-to-text | peak at 10 | " +
+            ", ".join(f"{n}: {stats(r, metric)[0]:.1f}" for n, r in every_mlp.items()) + " |",
+            "| embedding-only, 1 / 10 / 20 tokens, well below every layer | 48.1 / 62.2 / 61.9 | " +
+            " / ".join(f(emb.get(n)) for n in (1, 10, 20)) + " |",
+            f"| direct table vs MLP (paper: direct is unstable, no number) | n/a | {f(every_direct.get(L))} vs "
+            f"{f(every_mlp.get(L))} |",
+            f"| pretrained vs randomly initialized base model | n/a | {f(every_mlp.get(L))} vs {f(rand.get(L))} |"]
+    else:
+        lines += [
+            "| setting | ours |", "|---|---|",
+            f"| prefix, every layer (MLP), len {L} | {f(every_mlp.get(L))} |",
+            f"| full fine-tuning | {f(ft)} |",
+            "| prefix length (every layer, MLP) | " +
+            ", ".join(f"{n}: {stats(r, metric)[0]:.1f}" for n, r in every_mlp.items()) + " |",
+            "| embedding-only, 1 / 10 / 20 tokens | " + " / ".join(f(emb.get(n)) for n in (1, 10, 20)) + " |",
+            f"| direct table vs MLP | {f(every_direct.get(L))} vs {f(every_mlp.get(L))} |",
+            f"| randomly initialized base model | {f(rand.get(L))} |"]
+    cols = ("bleu", "nist", "meteor", "rouge_l", "cider") if metric == "bleu" else ("accuracy", "macro_f1",
+                                                                                    "dev_accuracy")
+    lines += ["", "| run group | n | " + " | ".join(cols) + " | trainable params |",
+              "|---|---|" + "---|" * len(cols) + "---|"]
+    for runs in sorted(groups.values(), key=lambda runs: runs[0]["run"]):
+        cells = [f"{stats(runs, m)[0]:.2f}" if stats(runs, m)[2] else "n/a" for m in cols]
+        lines.append(f"| {runs[0]['run'].rsplit('-seed', 1)[0]} | {len(runs)} | " + " | ".join(cells) +
                      f" | {runs[0]['metrics']['trainable_params']:,} |")
-    lines += ["", "## Plots", ""] + [f"![{n}](plots/{args.task}_{n}.png)" for n in ("length", "depth", "reparam")]
+    lines += [""] + [f"![{task} {n}](plots/{task}_{n}.png)" for n in ("length", "depth", "reparam")] + [""]
+    gap = {n: stats(every_mlp[n], metric)[0] - stats(emb[n], metric)[0] for n in every_mlp if n in emb}
+    return lines, gap
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="experiments/results")
+    p.add_argument("--plots", default="experiments/plots")
+    p.add_argument("--report", default="experiments/RESULTS.md")
+    args = p.parse_args(argv)
+    rows = load_results(Path(args.results))
+    if not rows:
+        raise SystemExit(f"no results under {args.results}: run `make experiment` or `make ablation` first")
+    lines = ["# Results", "",
+             f"Generated by `make plots` from `{args.results}/*/{{config,metrics}}.json` only. Paper numbers: Li & "
+             "Liang (2021), ACL version, GPT-2 medium (345M), 5 epochs on the full training sets; our runs use a "
+             "much smaller model and the training budget in each run's config.json, so compare the direction of "
+             "each finding, not its level.", ""]
+    gaps = {}
+    for task in [t for t in PRIMARY if any(r["config"]["task"] == t for r in rows)]:
+        section, gaps[task] = task_section(task, [r for r in rows if r["config"]["task"] == task], Path(args.plots))
+        lines += section
+    if gaps.get("e2e") and gaps.get("sst2"):
+        lines += ["## Depth matters more for understanding than for generation?", "",
+                  "P-tuning v2 (Liu et al. 2022) reports that deep prompts (every layer) matter more for "
+                  "understanding tasks than for generation. Gap between every-layer and embedding-only prefixes "
+                  "at equal length (E2E in BLEU, SST-2 in accuracy points):", "",
+                  "| length | E2E gap | SST-2 gap |", "|---|---|---|"]
+        lines += [f"| {n} | {gaps['e2e'].get(n, float('nan')):.1f} | {gaps['sst2'].get(n, float('nan')):.1f} |"
+                  for n in sorted(set(gaps["e2e"]) | set(gaps["sst2"]))]
     atomic_write(Path(args.report), lambda t: Path(t).write_text("\n".join(lines) + "\n"))
-    print(f"wrote {args.report} and {plots}/{args.task}_*.png")
+    print(f"wrote {args.report} and {args.plots}/*.png")
 
 
 if __name__ == "__main__":

@@ -64,3 +64,19 @@ def test_shipped_checkpoint():
     assert corpus is not None, "offline corpus not found (../shared/data/corpus/gutenberg)"
     assert abs(slice_loss(ours, corpus) - card["val_slice_loss"]) <= 0.05
     assert metrics["val_loss"] < metrics["unigram_val_loss"] - 2.0  # far better than unigram statistics
+
+
+def test_pretraining_runs_under_torchrun_with_two_processes(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           "-m", "minigpt.pretrain", *tiny_args(tmp_path / "ddp", tmp_path / "cache")]
+    done = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "pretrain_metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["tokens_seen"] == 2 * 8 * 4 * 32  # both processes' batches
+    GPT.from_pretrained(tmp_path / "ddp")
