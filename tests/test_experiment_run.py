@@ -27,7 +27,8 @@ def tiny(tmp_path, model, *extra):
 
 
 @pytest.mark.parametrize("extra", [[], ["--depth=embedding", "--reparam=direct"], ["--method=finetune"],
-                                   ["--task=sst2"], ["--task=sst2", "--head=linear"]])
+                                   ["--task=webnlg"], ["--task=sst2"], ["--task=sst2", "--head=linear"]],
+                         ids=["e2e-prefix", "e2e-embedding-only", "e2e-finetune", "webnlg", "sst2", "sst2-linear"])
 def test_tiny_run_writes_the_result_files(tmp_path, gpt2_vocab_dir, extra):
     metrics = run(tiny(tmp_path, gpt2_vocab_dir, *extra))
     cfg = parse_cli(tiny(tmp_path, gpt2_vocab_dir, *extra))
@@ -37,6 +38,8 @@ def test_tiny_run_writes_the_result_files(tmp_path, gpt2_vocab_dir, extra):
     assert len((out / "predictions.txt").read_text().splitlines()) == 3  # one line per test MR
     saved = json.loads((out / "metrics.json").read_text())
     scores = ("accuracy", "macro_f1", "dev_accuracy") if "--task=sst2" in extra else ("bleu", "nist", "rouge_l", "cider")
+    if "--task=webnlg" in extra:  # scored on the seen and unseen categories too
+        scores += ("bleu_seen",) if "bleu_seen" in saved else ("bleu_unseen",)
     for k in (*scores, "trainable_params", "train_seconds"):
         assert saved[k] is not None
     assert saved == json.loads(json.dumps(metrics))
