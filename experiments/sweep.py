@@ -11,10 +11,10 @@ Extra `--key=value` settings apply to every run (e.g. a smaller --max_train for 
 """
 from __future__ import annotations
 
+import subprocess
 import sys
 
-from .config import parse_cli, parse_value
-from .run import main as run_one
+from .config import parse_cli
 
 LENGTHS = (1, 2, 5, 10, 20, 40)
 DEPTH_LENGTHS = (1, 10, 20)
@@ -57,10 +57,16 @@ def main(argv: list[str] | None = None) -> None:
     base = parse_cli(rest)
     runs = sweep_runs(sweeps, base.prefix_len)
     print(f"{len(runs)} settings x {len(seeds)} seeds = {len(runs) * len(seeds)} runs")
+    failed = []
     for seed in seeds:  # all settings for one seed first: partial sweeps are still balanced
         for kw in runs:
             args = rest + [f"--{k}={v if not isinstance(v, bool) else str(v).lower()}" for k, v in kw.items()]
-            run_one(args + [f"--seed={seed}"])
+            # each run in a fresh process: it runs (and records) the code as it is when it starts
+            done = subprocess.run([sys.executable, "-m", "experiments.run", *args, f"--seed={seed}"])
+            if done.returncode:
+                failed.append(" ".join(args + [f"--seed={seed}"]))
+    if failed:
+        raise SystemExit("failed runs (rerun the sweep to retry them):\n  " + "\n  ".join(failed))
 
 
 if __name__ == "__main__":
