@@ -89,14 +89,19 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
     """Plots for one task and its part of RESULTS.md; also returns the depth gap for the cross-task row."""
     metric, label = PRIMARY[task]
     groups = group(rows)
-    model = max({r["config"]["model"] for r in rows}, key=lambda m: sum(r["config"]["model"] == m for r in rows))
-    common = dict(task=task, model=model, random_init=False, method="prefix")
+    # curves compare runs of one model and one training budget: the most common ones among the results
+    model, max_train, epochs = max({(r["config"]["model"], r["config"]["max_train"], r["config"]["epochs"])
+                                    for r in rows},
+                                   key=lambda b: sum((r["config"]["model"], r["config"]["max_train"],
+                                                      r["config"]["epochs"]) == b for r in rows))
+    budget = dict(model=model, max_train=max_train, epochs=epochs)
+    common = dict(task=task, **budget, random_init=False, method="prefix")
     every_mlp = select(groups, **common, depth="all", reparam="mlp", init="random")
     every_direct = select(groups, **common, depth="all", reparam="direct", init="random")
     emb = select(groups, **common, depth="embedding", init="random")
     rand = select(groups, **{**common, "random_init": True}, depth="all", reparam="mlp")
     ft = [r for runs in groups.values() for r in runs if r["config"]["method"] == "finetune"
-          and r["config"]["model"] == model and not r["config"]["random_init"]]
+          and all(r["config"][k] == v for k, v in budget.items()) and not r["config"]["random_init"]]
 
     fig, ax = plt.subplots(figsize=(6, 4))
     curve(ax, every_mlp, "prefix, every layer (MLP)", metric)
@@ -138,7 +143,8 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
                        f"{r['metrics']['machine']['cpus']}-core CPU ({r['metrics']['machine']['processor']})"
                        for r in rows})
     lines = [f"## {task}", "",
-             f"{len(rows)} runs on model `{model}`; mean ± std of {label} over seeds (n = seeds). Machines: "
+             f"{len(rows)} runs; the comparisons use model `{model}` with max_train={max_train}, epochs={epochs} "
+             f"(all result groups are in the table below). Mean ± std of {label} over seeds (n = seeds). Machines: "
              f"{'; '.join(machines)}; torch {first['machine']['torch']}; commits: "
              f"{', '.join(sorted({r['metrics']['commit'] for r in rows}))}.", ""]
     if task == "e2e":
