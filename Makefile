@@ -10,7 +10,7 @@ exp_args = $(if $(TASK),--task=$(TASK)) $(if $(MODEL),--model=$(MODEL)) $(if $(L
 	$(if $(LR),--lr=$(LR)) $(if $(MAX_TRAIN),--max_train=$(MAX_TRAIN)) $(if $(MAX_TEST),--max_test=$(MAX_TEST)) \
 	$(if $(DATA_DIR),--data_dir=$(DATA_DIR)) $(ARGS)
 
-.PHONY: setup test experiment ablation plots notebooks pretrain clean-venv
+.PHONY: setup test experiment ablation plots notebooks bench pretrain clean-venv
 
 $(VENV)/.runtime: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ plots: $(VENV)/.runtime
 
 notebooks: $(VENV)/.test
 	$(PY) notebooks/execute.py $(NB)
+
+bench: $(VENV)/.test
+	$(PY) -m bench.bench $(ARGS)
 
 pretrain: $(VENV)/.runtime
 	$(PY) -m minigpt.pretrain $(ARGS)

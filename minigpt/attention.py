@@ -24,6 +24,31 @@ def causal_mask(tq: int, tk: int, device: torch.device | None = None) -> torch.T
     return k <= q + (tk - tq)
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
+           dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal attention for q (B, H, Tq, Dh), k and v (B, H, Tk, Dh), Tk >= Tq; returns (B, H, Tq, Dh).
+
+    Query i sees keys j <= i + (Tk - Tq): the diagonal sits bottom-right, behind the prefix and past keys.
+    `mask` (bool, True = may attend), if given, replaces that rule (padded batches). Runs
+    `F.scaled_dot_product_attention` (with `is_causal` when Tq = Tk, with no mask for a single query),
+    except in bf16 on CPU, where PyTorch's fused kernel is 2-3x slower than two matmuls at GPT-2 sizes
+    (bench/RESULTS.md): there the softmax reads and writes bf16 (accumulating in fp32), as in
+    transformers' eager attention.
+    """
+    tq, tk = q.shape[2], k.shape[2]
+    if mask is None and 1 < tq < tk:
+        mask = causal_mask(tq, tk, q.device)  # (Tq, Tk)
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout_p == 0.0:
+        if mask is None and tq > 1:
+            mask = causal_mask(tq, tk, q.device)
+        scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, Tq, Tk)
+        if mask is not None:  # added, not masked_fill-ed: the backward of an addition is free
+            scores = scores + torch.zeros_like(mask, dtype=q.dtype).masked_fill(~mask, float("-inf"))
+        return scores.softmax(-1) @ v
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq > 1,
+                                          dropout_p=dropout_p)
+
+
 class KVCache:
     """Preallocated per-layer key/value buffers for decoding, filled in place (no per-step reallocation).
 
@@ -67,9 +92,22 @@ class KVCache:
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows (beam search): row b of the cache becomes old row index[b]."""
-        self.k = [k.index_select(0, index) for k in self.k]
-        self.v = [v.index_select(0, index) for v in self.v]
+        """Select batch rows (beam search): row b of the cache becomes old row index[b].
+
+        In place: only the rows that change are copied, and only their filled slots.
+        """
+        rows = torch.arange(index.shape[0], device=index.device)
+        if index.shape[0] != self.k[0].shape[0]:  # the number of rows changes (beams start): new buffers
+            self.k = [k.index_select(0, index) for k in self.k]
+            self.v = [v.index_select(0, index) for v in self.v]
+            return
+        moved = (index != rows).nonzero().squeeze(1)  # (M,)
+        if moved.numel() == 0:
+            return
+        src = index[moved]
+        for i, n in enumerate(self.fill):
+            self.k[i][moved, :, :n] = self.k[i][src, :, :n]  # the right side is a copy: no aliasing
+            self.v[i][moved, :, :n] = self.v[i][src, :, :n]
 
 
 class CausalSelfAttention(nn.Module):
@@ -103,16 +141,12 @@ class CausalSelfAttention(nn.Module):
         else:
             n_prefix = 0
 
-        tq, tk = q.shape[2], k.shape[2]
         mask = None
-        is_causal = key_padding is None and tq == tk
-        if not is_causal:
-            mask = causal_mask(tq, tk, q.device)  # (Tq, Tk)
-            if key_padding is not None:
-                keys = torch.cat([key_padding.new_ones(key_padding.shape[0], n_prefix), key_padding], dim=1)  # (B, Tk)
-                mask = mask[None] & keys[:, None, :]  # (B, Tq, Tk)
-                mask = mask | ~mask.any(-1, keepdim=True)  # a padding query with no key: let it see all (ignored)
-                mask = mask[:, None]  # (B, 1, Tq, Tk)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        if key_padding is not None:
+            tq, tk = q.shape[2], k.shape[2]
+            keys = torch.cat([key_padding.new_ones(key_padding.shape[0], n_prefix), key_padding], dim=1)  # (B, Tk)
+            mask = causal_mask(tq, tk, q.device)[None] & keys[:, None, :]  # (B, Tq, Tk)
+            mask = mask | ~mask.any(-1, keepdim=True)  # a padding query with no key: let it see all (ignored)
+            mask = mask[:, None]  # (B, 1, Tq, Tk)
+        y = attend(q, k, v, mask, dropout_p=self.dropout if self.training else 0.0)
         return self.c_proj(rearrange(y, "b h t d -> b t (h d)"))

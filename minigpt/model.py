@@ -14,6 +14,40 @@ from .generate import generate
 from .weights import load_pretrained, save_pretrained
 
 
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of the logits `hidden @ weight.T` against `targets`, computed `chunk` rows at
+    a time: the (N, vocab) logits never exist whole. The gradient (softmax minus one-hot, times weight)
+    is computed on the way when autograd will need it; backward only scales it."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk: int, grad_enabled: bool):
+        need_h, need_w = (grad_enabled and n for n in ctx.needs_input_grad[:2])
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for i in range(0, hidden.shape[0], chunk):
+            h, t = hidden[i:i + chunk], targets[i:i + chunk]  # (n, C), (n,)
+            logits = (h @ weight.t()).float()  # (n, V)
+            lse = logits.logsumexp(-1)  # (n,)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            if need_h or need_w:
+                g = logits.sub_(lse[:, None]).exp_()  # softmax, in place: (n, V)
+                g[torch.arange(len(t), device=t.device), t] -= 1  # d loss / d logits
+                g = g.to(h.dtype)
+                if need_h:
+                    grad_h[i:i + chunk] = g @ weight
+                if need_w:
+                    grad_w += g.t() @ h
+        ctx.save_for_backward(grad_h, grad_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_h, grad_w = ctx.saved_tensors
+        return (None if grad_h is None else grad_h * grad.to(grad_h.dtype),
+                None if grad_w is None else grad_w * grad.to(grad_w.dtype), None, None, None)
+
+
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -144,6 +178,20 @@ class GPT(nn.Module):
         h = self.hidden_states(input_ids, prefix=prefix, attention_mask=attention_mask,
                                position_offset=position_offset, inputs_embeds=inputs_embeds, cache=cache)
         return self.lm_head(h)
+
+    def loss(self, hidden: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
+             chunk: int = 128) -> torch.Tensor:
+        """Next-token cross-entropy of final hidden states `hidden` (N, C) against `targets` (N,).
+
+        Pass only the rows that have a target (`h[keep]`): logits are computed nowhere else. Equals
+        `F.cross_entropy(self.lm_head(hidden).float(), targets, reduction=reduction)`, but `chunk` rows
+        at a time with the gradient computed on the way, so the (N, vocab) logits are never stored: less
+        memory, and on CPU less time (bench/RESULTS.md).
+        """
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction={reduction!r}; use 'mean' or 'sum'")
+        total = ChunkedCrossEntropy.apply(hidden, self.lm_head.weight, targets, chunk, torch.is_grad_enabled())
+        return total / targets.shape[0] if reduction == "mean" else total
 
     def layer_kv(self, input_ids: torch.Tensor | None = None, *, inputs_embeds: torch.Tensor | None = None,
                  position_offset: int = 0) -> list[PrefixKV]:
