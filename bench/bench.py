@@ -255,7 +255,8 @@ def cpu_memory(s: dict, cfg: dict) -> dict[str, float]:
     for side in sides(s):
         if s["part"] == "decode" and side == "peft":
             continue  # PeftModel.generate and the hf reference decode the same base; not worth a process
-        r = subprocess.run([sys.executable, "-m", "bench.bench", "--child", json.dumps([side, s, cfg])],
+        r = subprocess.run([sys.executable, "-m", "bench.bench", "--threads", str(torch.get_num_threads()),
+                            "--child", json.dumps([side, s, cfg])],
                            cwd=ROOT, capture_output=True, text=True, check=True)
         out[side] = json.loads(r.stdout.strip().splitlines()[-1])["peak_mb"]
     return out
@@ -355,10 +356,13 @@ def main(argv=None) -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes (CPU)")
     ap.add_argument("--no-timing", action="store_true", help="only (re)measure peak memory of timed settings")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     ap.add_argument("--out", type=Path, help="results JSON (default: bench/results-<device>.json)")
     ap.add_argument("--report", action="store_true", help="only rewrite bench/RESULTS.md from bench/results-*.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         return child(args.child)
     md = ROOT / "bench" / "RESULTS.md"
