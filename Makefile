@@ -31,7 +31,7 @@ experiment: $(VENV)/.runtime
 	$(PY) -m experiments.run $(exp_args)
 
 ablation: $(VENV)/.runtime
-	$(PY) -m experiments.sweep experiments/configs/ablation.json $(exp_args) $(if $(SEEDS),--seeds=$(SEEDS)) $(if $(SWEEPS),--sweeps=$(SWEEPS))
+	$(PY) -m experiments.sweep experiments/configs/ablation.json $(exp_args) $(if $(SEEDS),--seeds=$(SEEDS)) $(if $(SWEEPS),--sweeps=$(SWEEPS)) $(if $(JOBS),--jobs=$(JOBS))
 
 plots: $(VENV)/.runtime
 	$(PY) -m experiments.plots

@@ -51,7 +51,7 @@ class Classifier(nn.Module):
     def logits(self, last_hidden: torch.Tensor) -> torch.Tensor:
         """(N, C) hidden states of the last real tokens -> (N, 2) class logits."""
         if self.head_kind == "linear":
-            return self.head(last_hidden)
+            return self.head(last_hidden.to(self.head.weight.dtype))
         return last_hidden @ self.lm_head.weight[self.label_ids].T  # the label words' next-token logits
 
     @torch.no_grad()

@@ -33,7 +33,8 @@ class ExperimentConfig:
     warmup_steps: int
     grad_clip: float
     patience: int  # epochs without dev-loss improvement before stopping
-    bf16: bool  # bf16 autocast (the frozen weights stay as loaded)
+    bf16: bool  # bf16 autocast
+    base_dtype: str  # "auto" (bfloat16 when bf16 is on and the base is frozen, else float32), "float32", "bfloat16"
     device: str | None  # None: cuda if available, else cpu
     seed: int
     max_train: int | None  # first N training pairs (None: all)
@@ -60,9 +61,21 @@ class ExperimentConfig:
             raise ValueError(f"HEAD must be 'verbalizer' or 'linear', got {self.head!r}")
         if self.reparam not in ("mlp", "direct"):
             raise ValueError(f"REPARAM must be 'mlp' or 'direct', got {self.reparam!r}")
+        if self.base_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"base_dtype must be 'auto', 'float32' or 'bfloat16', got {self.base_dtype!r}")
+        if self.base_dtype == "bfloat16" and (self.method == "finetune" or not self.bf16):
+            raise ValueError("base_dtype=bfloat16 needs a frozen base (method=prefix) and bf16=true: weights that "
+                             "train keep fp32 master copies; use base_dtype=auto or float32")
         for k in ("epochs", "batch_size", "num_beams", "max_new_tokens", "decode_batch_size"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+
+    @property
+    def model_dtype(self) -> str:
+        """The dtype the base model is held in for this run ("auto" resolved)."""
+        if self.base_dtype != "auto":
+            return self.base_dtype
+        return "bfloat16" if self.bf16 and self.method == "prefix" else "float32"
 
     @property
     def run_name(self) -> str:

@@ -43,7 +43,9 @@ def load_base(cfg: ExperimentConfig) -> GPT:
     if cfg.random_init:
         torch.manual_seed(cfg.seed)
         model = GPT(model.config)
-    return model.to(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # a frozen base needs no fp32 copy: bf16 weights make every matmul cheaper (the prefix stays fp32)
+    dtype = torch.bfloat16 if cfg.model_dtype == "bfloat16" else torch.float32
+    return model.to(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"), dtype=dtype)
 
 
 def build_net(cfg: ExperimentConfig, base: GPT, enc):
@@ -144,7 +146,7 @@ def generation(cfg, base, enc, run_dir, log):
                   [len(s) + cfg.max_new_tokens for s in test_sources])
     net = build_net(cfg, base, enc)
     announce(cfg, net, base, len(train_pairs), len(test))
-    summary = fit(net, LMObjective(base.lm_head, EOT), train_pairs, dev_pairs, cfg, run_dir, log=log)
+    summary = fit(net, LMObjective(base, EOT), train_pairs, dev_pairs, cfg, run_dir, log=log)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return None
     t0 = time.perf_counter()

@@ -1,7 +1,10 @@
 """The ablation sweeps around the default run, each over several seeds; completed runs are skipped.
 
-    python -m experiments.sweep [--sweeps=length,depth,reparam,baselines] [--seeds=0,1,2] [--key=value ...]
+    python -m experiments.sweep [--sweeps=length,depth,reparam,baselines] [--seeds=0,1,2] [--jobs=1] [--key=value ...]
     make ablation
+
+--jobs=N runs N runs at a time, each with cpu_count/N threads and its output in <runs_dir>/<run>.out (two
+single-threaded runs get ~15% more done per hour than one two-threaded run on a 2-core machine).
 
 length:    prefix length {1, 2, 5, 10, 20, 40}, every layer, MLP
 depth:     embedding-only vs every layer at lengths {1, 10, 20}
@@ -11,8 +14,11 @@ Extra `--key=value` settings apply to every run (e.g. a smaller --max_train for 
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from .config import parse_cli
 
@@ -48,23 +54,42 @@ def sweep_runs(sweeps, default_len: int) -> list[dict]:
     return runs
 
 
+def run_one(args: list[str], jobs: int) -> int:
+    """One run in a fresh process: it runs (and records) the code as it is when it starts."""
+    cmd = [sys.executable, "-m", "experiments.run", *args]
+    if jobs == 1:
+        return subprocess.run(cmd).returncode
+    cfg = parse_cli(args)
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    out = Path(cfg.runs_dir) / f"{cfg.run_name}.out"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"started {cfg.run_name} (output: {out})", flush=True)
+    with open(out, "a") as f:
+        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
+                              env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}).returncode
+    print(f"{'finished' if code == 0 else 'FAILED'} {cfg.run_name}", flush=True)
+    return code
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    opts = {a[2:].split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(("--sweeps=", "--seeds="))}
-    rest = [a for a in argv if not a.startswith(("--sweeps=", "--seeds="))]
+    own = ("--sweeps=", "--seeds=", "--jobs=")
+    opts = {a[2:].split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(own)}
+    rest = [a for a in argv if not a.startswith(own)]
     sweeps = opts.get("sweeps", ",".join(SWEEPS)).split(",")
     seeds = [int(s) for s in opts.get("seeds", "0,1,2").split(",")]
+    jobs = int(opts.get("jobs", "1"))
+    if jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {jobs}")
     base = parse_cli(rest)
     runs = sweep_runs(sweeps, base.prefix_len)
-    print(f"{len(runs)} settings x {len(seeds)} seeds = {len(runs) * len(seeds)} runs")
-    failed = []
-    for seed in seeds:  # all settings for one seed first: partial sweeps are still balanced
-        for kw in runs:
-            args = rest + [f"--{k}={v if not isinstance(v, bool) else str(v).lower()}" for k, v in kw.items()]
-            # each run in a fresh process: it runs (and records) the code as it is when it starts
-            done = subprocess.run([sys.executable, "-m", "experiments.run", *args, f"--seed={seed}"])
-            if done.returncode:
-                failed.append(" ".join(args + [f"--seed={seed}"]))
+    print(f"{len(runs)} settings x {len(seeds)} seeds = {len(runs) * len(seeds)} runs, {jobs} at a time")
+    # all settings for one seed first: partial sweeps are still balanced
+    todo = [rest + [f"--{k}={v if not isinstance(v, bool) else str(v).lower()}" for k, v in kw.items()]
+            + [f"--seed={seed}"] for seed in seeds for kw in runs]
+    with ThreadPoolExecutor(jobs) as pool:
+        codes = list(pool.map(lambda args: run_one(args, jobs), todo))
+    failed = [" ".join(args) for args, code in zip(todo, codes) if code]
     if failed:
         raise SystemExit("failed runs (rerun the sweep to retry them):\n  " + "\n  ".join(failed))
 

@@ -20,7 +20,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -55,10 +54,11 @@ class Hidden(nn.Module):
 
 class LMObjective:
     """Next-token cross-entropy on the target part of (input_ids, labels) pairs, with logits computed
-    only at target positions (the 50,257-way output layer is most of the cost otherwise)."""
+    only at target positions and a few rows at a time (`GPT.loss`): the 50,257-way output layer is most
+    of the cost otherwise."""
 
-    def __init__(self, lm_head: nn.Module, pad_id: int):
-        self.lm_head, self.pad_id = lm_head, pad_id
+    def __init__(self, model, pad_id: int):
+        self.model, self.pad_id = model, pad_id  # the GPT whose (tied) output layer scores the targets
 
     @staticmethod
     def length(item) -> int:
@@ -75,8 +75,7 @@ class LMObjective:
         h = hidden(ids)[:, :-1]  # (B, T-1, C)
         target = labels[:, 1:]  # (B, T-1)
         keep = target != IGNORE
-        logits = self.lm_head(h[keep])  # (N, V)
-        return F.cross_entropy(logits.float(), target[keep], reduction="sum")
+        return self.model.loss(h[keep], target[keep], reduction="sum")
 
 
 def trainable_state(net: nn.Module) -> dict[str, torch.Tensor]:

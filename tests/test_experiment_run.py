@@ -27,8 +27,10 @@ def tiny(tmp_path, model, *extra):
 
 
 @pytest.mark.parametrize("extra", [[], ["--depth=embedding", "--reparam=direct"], ["--method=finetune"],
-                                   ["--task=webnlg"], ["--task=sst2"], ["--task=sst2", "--head=linear"]],
-                         ids=["e2e-prefix", "e2e-embedding-only", "e2e-finetune", "webnlg", "sst2", "sst2-linear"])
+                                   ["--task=webnlg"], ["--task=sst2"], ["--task=sst2", "--head=linear"],
+                                   ["--bf16=true"], ["--task=sst2", "--head=linear", "--bf16=true"]],
+                         ids=["e2e-prefix", "e2e-embedding-only", "e2e-finetune", "webnlg", "sst2", "sst2-linear",
+                              "e2e-prefix-bf16-base", "sst2-linear-bf16-base"])
 def test_tiny_run_writes_the_result_files(tmp_path, gpt2_vocab_dir, extra):
     metrics = run(tiny(tmp_path, gpt2_vocab_dir, *extra))
     cfg = parse_cli(tiny(tmp_path, gpt2_vocab_dir, *extra))
@@ -60,6 +62,8 @@ def test_bad_settings_fail_clearly(tmp_path, gpt2_vocab_dir):
         run(tiny(tmp_path, gpt2_vocab_dir, "--prefix_len=150"))
     with pytest.raises(SystemExit, match="unknown TASK 'summarize'"):
         run(tiny(tmp_path, gpt2_vocab_dir, "--task=summarize"))
+    with pytest.raises(SystemExit, match="base_dtype=bfloat16 needs a frozen base"):
+        run(tiny(tmp_path, gpt2_vocab_dir, "--method=finetune", "--bf16=true", "--base_dtype=bfloat16"))
     with pytest.raises(SystemExit, match="unknown setting --lenght"):
         run(tiny(tmp_path, gpt2_vocab_dir, "--lenght=3"))
 
@@ -80,3 +84,13 @@ def test_sweeps_cover_the_ablations():
     assert {"prefix_len": 10, "reparam": "direct"} in runs
     assert any(r.get("method") == "finetune" for r in runs) and {"prefix_len": 10, "random_init": True} in runs
     assert len(runs) == len({json.dumps(r, sort_keys=True) for r in runs})  # no run twice
+
+
+def test_sweep_runs_settings_two_at_a_time(tmp_path, gpt2_vocab_dir):
+    from experiments.sweep import main as sweep
+    args = tiny(tmp_path, gpt2_vocab_dir)
+    sweep([*args, "--sweeps=reparam", "--seeds=0", "--jobs=2"])
+    names = [parse_cli([*args, *extra, "--seed=0"]).run_name for extra in ([], ["--reparam=direct"])]
+    for name in names:  # each run in its own process, its output in its own file
+        assert json.loads((tmp_path / "results" / name / "metrics.json").read_text())["seed"] == 0
+        assert "trainable params" in (tmp_path / "runs" / f"{name}.out").read_text()

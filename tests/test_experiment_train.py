@@ -41,7 +41,7 @@ def trained(tuner):
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
     model, tuner, pairs = setup()
-    fit(tuner, LMObjective(model.lm_head, 0), pairs, pairs[:4], SimpleNamespace(**CFG), tmp_path / "a", log=lambda x: None)
+    fit(tuner, LMObjective(model, 0), pairs, pairs[:4], SimpleNamespace(**CFG), tmp_path / "a", log=lambda x: None)
     straight = trained(tuner)
 
     model, tuner, pairs = setup()
@@ -56,10 +56,10 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "linear_schedule", interrupt)
     (tmp_path / "b").mkdir()
     with pytest.raises(KeyboardInterrupt):
-        fit(tuner, LMObjective(model.lm_head, 0), pairs, pairs[:4], SimpleNamespace(**CFG), tmp_path / "b", log=lambda x: None)
+        fit(tuner, LMObjective(model, 0), pairs, pairs[:4], SimpleNamespace(**CFG), tmp_path / "b", log=lambda x: None)
     monkeypatch.setattr(train_mod, "linear_schedule", real)
     model, tuner, pairs = setup(seed=5)  # a fresh process: nothing survives but state.pt
-    fit(tuner, LMObjective(model.lm_head, 0), pairs, pairs[:4], SimpleNamespace(**CFG), tmp_path / "b", log=lambda x: None)
+    fit(tuner, LMObjective(model, 0), pairs, pairs[:4], SimpleNamespace(**CFG), tmp_path / "b", log=lambda x: None)
     resumed = trained(tuner)
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
@@ -71,7 +71,7 @@ def _ddp_worker(rank, port, out):
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         model, tuner, pairs = setup()
-        fit(tuner, LMObjective(model.lm_head, 0), pairs, pairs[:4], SimpleNamespace(**CFG), Path(out) / "ddp",
+        fit(tuner, LMObjective(model, 0), pairs, pairs[:4], SimpleNamespace(**CFG), Path(out) / "ddp",
             log=lambda x: None)
         if rank == 0:
             torch.save(trained(tuner), Path(out) / "ddp.pt")
@@ -87,7 +87,7 @@ def test_two_processes_reach_the_same_prefix_as_one(tmp_path):
     mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
     model, tuner, pairs = setup()
     (tmp_path / "one").mkdir()
-    fit(tuner, LMObjective(model.lm_head, 0), pairs, pairs[:4], SimpleNamespace(**CFG), tmp_path / "one",
+    fit(tuner, LMObjective(model, 0), pairs, pairs[:4], SimpleNamespace(**CFG), tmp_path / "one",
         log=lambda x: None)
     one, two = trained(tuner), torch.load(tmp_path / "ddp.pt")
     assert one.keys() == two.keys()
