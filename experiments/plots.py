@@ -23,8 +23,8 @@ from minigpt.weights import atomic_write  # noqa: E402
 
 METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
 # the setting that distinguishes runs in the sweeps (everything else is held at the defaults)
-KEY_FIELDS = ("task", "model", "random_init", "method", "prefix_len", "depth", "reparam", "init", "max_train",
-              "epochs", "lr")
+KEY_FIELDS = ("task", "model", "random_init", "method", "prefix_len", "depth", "reparam", "init", "head",
+              "max_train", "epochs", "lr", "base_dtype")
 
 
 def load_results(root: Path) -> list[dict]:
@@ -208,6 +208,16 @@ def main(argv=None) -> None:
                   "| length | E2E gap | SST-2 gap |", "|---|---|---|"]
         lines += [f"| {n} | {gaps['e2e'].get(n, float('nan')):.1f} | {gaps['sst2'].get(n, float('nan')):.1f} |"
                   for n in sorted(set(gaps["e2e"]) | set(gaps["sst2"]))]
+        lines += ["", "![depth gap](plots/depth_gap.png)", ""]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for task, unit in (("e2e", "BLEU"), ("sst2", "accuracy points")):
+            ns = sorted(gaps[task])
+            ax.plot(ns, [gaps[task][n] for n in ns], marker="o", label=f"{task} ({unit})")
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set(xscale="log", xlabel="prefix length", ylabel="every layer minus embedding only",
+               title="how much depth adds: generation vs understanding")
+        ax.legend()
+        save(fig, Path(args.plots) / "depth_gap.png")
     atomic_write(Path(args.report), lambda t: Path(t).write_text("\n".join(lines) + "\n"))
     print(f"wrote {args.report} and {args.plots}/*.png")
 

@@ -28,10 +28,14 @@ def test_plots_and_report_from_result_files(tmp_path):
                   task="sst2", prefix_len=10, seed=seed)
         write_run(res, {"accuracy": 70.0, "macro_f1": 69.0, "dev_accuracy": 71.0},
                   task="sst2", prefix_len=10, depth="embedding", reparam="direct", seed=seed)
+    # another head is another setting: it must not be averaged into the verbalizer's runs
+    write_run(res, {"accuracy": 50.0, "macro_f1": 49.0, "dev_accuracy": 51.0}, task="sst2", prefix_len=10,
+              head="linear", seed=0)
     plots(["--results", str(res), "--plots", str(tmp_path / "plots"), "--report", str(tmp_path / "RESULTS.md")])
     for task in ("e2e", "sst2"):
         for name in ("length", "depth", "reparam"):
             assert (tmp_path / "plots" / f"{task}_{name}.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "depth_gap.png").stat().st_size > 1000  # E2E beside SST-2
     report = (tmp_path / "RESULTS.md").read_text()
     assert "52.0 ± 2.0 (n=3) (len 10)" in report  # E2E every layer, from the three seeds above
     assert "| 10 | 11.0 | 11.0 |" in report  # depth gap: E2E 52 - 41, SST-2 81 - 70
