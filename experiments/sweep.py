@@ -7,8 +7,8 @@
 single-threaded runs get ~15% more done per hour than one two-threaded run on a 2-core machine).
 
 length:    prefix length {1, 2, 5, 10, 20, 40}, every layer, MLP
-depth:     embedding-only vs every layer at lengths {1, 10, 20}
-reparam:   MLP vs direct table at the default length
+depth:     embedding-only (lr EMBEDDING_LR) vs every layer at lengths {1, 10, 20}
+reparam:   MLP vs direct table (lr DIRECT_LR) at the default length
 baselines: full fine-tuning, and a prefix on a randomly initialized model of the same shape
 Extra `--key=value` settings apply to every run (e.g. a smaller --max_train for a quick sweep).
 """
@@ -26,6 +26,11 @@ LENGTHS = (1, 2, 5, 10, 20, 40)
 DEPTH_LENGTHS = (1, 10, 20)
 SWEEPS = ("length", "depth", "reparam", "baselines")
 FINETUNE_LR = 1e-4  # full fine-tuning moves 19M+ weights: a prefix's learning rate would wreck them
+# A free table moves ~lr per AdamW step, far slower than the table an MLP computes (notebook 03): at the
+# MLP's 1e-3 a direct table or an embedding-only prompt barely leaves its random start. Each gets the
+# learning rate of its own (a short probe on the shipped model; prompt tuning is usually run near 0.3).
+DIRECT_LR = 1e-1
+EMBEDDING_LR = 3e-1
 
 
 def sweep_runs(sweeps, default_len: int) -> list[dict]:
@@ -42,10 +47,10 @@ def sweep_runs(sweeps, default_len: int) -> list[dict]:
         elif name == "depth":
             for n in DEPTH_LENGTHS:
                 add(prefix_len=n)
-                add(prefix_len=n, depth="embedding", reparam="direct")
+                add(prefix_len=n, depth="embedding", reparam="direct", lr=EMBEDDING_LR)
         elif name == "reparam":
             add(prefix_len=default_len)
-            add(prefix_len=default_len, reparam="direct")
+            add(prefix_len=default_len, reparam="direct", lr=DIRECT_LR)
         elif name == "baselines":
             add(method="finetune", lr=FINETUNE_LR)
             add(prefix_len=default_len, random_init=True)
