@@ -140,7 +140,8 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
     L = 10 if 10 in every_mlp else (max(every_mlp) if every_mlp else None)
     first = rows[0]["metrics"]
     machines = sorted({r["metrics"]["machine"].get("gpu") or
-                       f"{r['metrics']['machine']['cpus']}-core CPU ({r['metrics']['machine']['processor']})"
+                       f"{r['metrics']['machine']['cpus']}-core CPU ({r['metrics']['machine']['processor']}, "
+                       f"{r['metrics']['machine'].get('threads', '?')} thread(s) per run)"
                        for r in rows})
     lines = [f"## {task}", "",
              f"{len(rows)} runs; the comparisons use model `{model}` with max_train={max_train}, epochs={epochs} "
@@ -171,12 +172,18 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
             f"| randomly initialized base model | {f(rand.get(L))} |"]
     cols = ("bleu", "nist", "meteor", "rouge_l", "cider") if metric == "bleu" else ("accuracy", "macro_f1",
                                                                                     "dev_accuracy")
-    lines += ["", "| run group | n | " + " | ".join(cols) + " | trainable params |",
-              "|---|---|" + "---|" * len(cols) + "---|"]
+    seconds = sum(r["metrics"].get("train_seconds", 0) + r["metrics"].get("decode_seconds", 0) for r in rows)
+    finished = sorted(r["metrics"]["finished"] for r in rows if r["metrics"].get("finished"))
+    when = f", finished {finished[0][:16]} to {finished[-1][:16]} UTC" if finished else ""
+    lines += ["", f"Compute: {seconds / 3600:.1f} h of training and decoding in all{when}. Per group: the mean "
+              "over seeds of each metric and of the training seconds; lr is the runs' peak learning rate.",
+              "", "| run group | n | lr | " + " | ".join(cols) + " | trainable params | train s |",
+              "|---|---|---|" + "---|" * len(cols) + "---|---|"]
     for runs in sorted(groups.values(), key=lambda runs: runs[0]["run"]):
         cells = [f"{stats(runs, m)[0]:.2f}" if stats(runs, m)[2] else "n/a" for m in cols]
-        lines.append(f"| {runs[0]['run'].rsplit('-seed', 1)[0]} | {len(runs)} | " + " | ".join(cells) +
-                     f" | {runs[0]['metrics']['trainable_params']:,} |")
+        lines.append(f"| {runs[0]['run'].rsplit('-seed', 1)[0]} | {len(runs)} | {runs[0]['config']['lr']:g} | " +
+                     " | ".join(cells) + f" | {runs[0]['metrics']['trainable_params']:,} | "
+                     f"{stats(runs, 'train_seconds')[0]:.0f} |")
     lines += [""] + [f"![{task} {n}](plots/{task}_{n}.png)" for n in ("length", "depth", "reparam")] + [""]
     gap = {n: stats(every_mlp[n], metric)[0] - stats(emb[n], metric)[0] for n in every_mlp if n in emb}
     return lines, gap
