@@ -25,9 +25,13 @@ def errors(nb) -> list[str]:
     return [f"{o.ename}: {o.evalue}" for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
 
 
+EXPECTED = ["01_attention_with_a_prefix.ipynb", "02_gpt2_from_scratch.ipynb", "03_prefix_tuning.ipynb",
+            "04_ablation_curves.ipynb"]
+
+
 def test_the_notebooks_are_found():
     names = [p.name for p in PATHS]
-    assert "01_attention_with_a_prefix.ipynb" in names and "02_gpt2_from_scratch.ipynb" in names, names
+    assert all(n in names for n in EXPECTED), names
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
