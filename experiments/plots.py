@@ -69,6 +69,13 @@ def curve(ax, series: dict[int, list[dict]], label: str, metric: str = "bleu", *
     ax.errorbar(xs, [a for a, _, _ in m], yerr=[s for _, s, _ in m], marker="o", capsize=3, label=label, **style)
 
 
+def lengths_ticks(ax, series: dict) -> None:
+    """Label a log-scale length axis with the lengths that were run (1, 2, 5, ... rather than 10^0, 10^1)."""
+    if series:
+        ax.set_xticks(sorted(series), [str(n) for n in sorted(series)])
+        ax.minorticks_off()
+
+
 def save(fig, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda t: fig.savefig(t, dpi=120, format="png"))
@@ -110,6 +117,7 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
         ax.axhspan(mean - sd, mean + sd, color="gray", alpha=0.2)
         ax.axhline(mean, color="gray", ls="--", label=f"full fine-tuning (n={n})")
     ax.set(xscale="log", xlabel="prefix length", ylabel=label, title=f"{task}: prefix length")
+    lengths_ticks(ax, every_mlp)
     ax.legend()
     save(fig, plots / f"{task}_length.png")
 
@@ -117,6 +125,7 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
     curve(ax, every_mlp, "every layer (MLP)", metric)
     curve(ax, emb, "embedding only", metric)
     ax.set(xscale="log", xlabel="prefix length", ylabel=label, title=f"{task}: depth")
+    lengths_ticks(ax, {**every_mlp, **emb})
     ax.legend()
     save(fig, plots / f"{task}_depth.png")
 
@@ -179,7 +188,7 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
     seconds = sum(r["metrics"].get("train_seconds", 0) + r["metrics"].get("decode_seconds", 0) for r in rows)
     finished = sorted(r["metrics"]["finished"] for r in rows if r["metrics"].get("finished"))
     when = f", finished {finished[0][:16]} to {finished[-1][:16]} UTC" if finished else ""
-    lines += ["", f"Compute: {seconds / 3600:.1f} h of training and decoding in all{when}. Per group: the mean "
+    lines += ["", f"Compute: {seconds / 3600:.1f} h of training and decoding, summed over runs{when}. Per group: the mean "
               "over seeds of each metric and of the training seconds; lr is the runs' peak learning rate.",
               "", "| run group | n | lr | " + " | ".join(cols) + " | trainable params | train s |",
               "|---|---|---|" + "---|" * len(cols) + "---|---|"]
