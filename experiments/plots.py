@@ -228,6 +228,15 @@ def main(argv=None) -> None:
                   "| length | E2E gap | SST-2 gap |", "|---|---|---|"]
         lines += [f"| {n} | {gaps['e2e'].get(n, float('nan')):.1f} | {gaps['sst2'].get(n, float('nan')):.1f} |"
                   for n in sorted(set(gaps["e2e"]) | set(gaps["sst2"]))]
+        common_n = sorted(set(gaps["e2e"]) & set(gaps["sst2"]))
+        if common_n:
+            bigger = sum(gaps["sst2"][n] > gaps["e2e"][n] for n in common_n)
+            lines += ["", f"The units differ (BLEU points vs accuracy points, where chance is 50), so read the direction: "
+                      f"at {bigger} of {len(common_n)} lengths the SST-2 gap is the larger one. "
+                      + ("Here depth matters more for generation, the opposite of P-tuning v2's observation on "
+                         "large models." if bigger == 0 else
+                         "Here depth matters more for understanding, as P-tuning v2 observes." if bigger == len(common_n)
+                         else "The evidence is mixed.")]
         lines += ["", "![depth gap](plots/depth_gap.png)", ""]
         fig, ax = plt.subplots(figsize=(6, 4))
         for task, unit in (("e2e", "BLEU"), ("sst2", "accuracy points")):

@@ -39,4 +39,5 @@ def test_plots_and_report_from_result_files(tmp_path):
     report = (tmp_path / "RESULTS.md").read_text()
     assert "52.0 ± 2.0 (n=3) (len 10)" in report  # E2E every layer, from the three seeds above
     assert "| 10 | 11.0 | 11.0 |" in report  # depth gap: E2E 52 - 41, SST-2 81 - 70
+    assert "at 0 of 1 lengths the SST-2 gap is the larger one" in report
     assert "not run" in report  # no fine-tuning runs were written
