@@ -243,6 +243,7 @@ def main(argv=None) -> None:
             ns = sorted(gaps[task])
             ax.plot(ns, [gaps[task][n] for n in ns], marker="o", label=f"{task} ({unit})")
         ax.axhline(0, color="gray", lw=0.8)
+        lengths_ticks(ax, {**gaps["e2e"], **gaps["sst2"]})
         ax.set(xscale="log", xlabel="prefix length", ylabel="every layer minus embedding only",
                title="how much depth adds: generation vs understanding")
         ax.legend()
