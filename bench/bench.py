@@ -42,6 +42,7 @@ warnings.filterwarnings("ignore")
 import peft  # noqa: E402
 import transformers  # noqa: E402
 
+from experiments.train import IGNORE, target_loss  # noqa: E402
 from minigpt import GPT, GPTConfig  # noqa: E402
 from minigpt.config import PRESETS  # noqa: E402
 from prefix import PrefixConfig, PrefixTuner  # noqa: E402
@@ -50,7 +51,7 @@ transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
 ROOT = Path(__file__).resolve().parent.parent
-IGNORE, PREFIX_LEN, HIDDEN = -100, 10, 512  # HIDDEN: the paper's MLP width, on both sides
+PREFIX_LEN, HIDDEN = 10, 512  # HIDDEN: the paper's MLP width, on both sides
 FULL = dict(models=["gpt2", "gpt2-medium"], batch=8, seq=128, prompt=32, new=64, repeats=5, warmup=2,
             decode_repeats=3, projections=[False, True])
 QUICK = dict(models=["tiny"], batch=2, seq=32, prompt=8, new=8, repeats=2, warmup=1, decode_repeats=2,
@@ -117,10 +118,7 @@ def run(side: str, net, opt, s: dict, data, new: int):
         autocast = torch.autocast(ids.device.type, dtype=BF16) if recipe(side, s)[1] else nullcontext()
         with autocast:
             if side.startswith("ours"):  # logits only where a target is, a chunk of rows at a time
-                h = net.hidden_states(ids)[:, :-1]  # (B, T-1, C)
-                target = labels[:, 1:]
-                keep = target != IGNORE
-                loss = net.model.loss(h[keep], target[keep])
+                loss = target_loss(net.model, net.hidden_states(ids), labels, reduction="mean")
             else:
                 loss = net(input_ids=ids, labels=labels).loss
         loss.backward()

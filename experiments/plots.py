@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -97,10 +97,8 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
     metric, label = PRIMARY[task]
     groups = group(rows)
     # curves compare runs of one model and one training budget: the most common ones among the results
-    model, max_train, epochs = max({(r["config"]["model"], r["config"]["max_train"], r["config"]["epochs"])
-                                    for r in rows},
-                                   key=lambda b: sum((r["config"]["model"], r["config"]["max_train"],
-                                                      r["config"]["epochs"]) == b for r in rows))
+    model, max_train, epochs = Counter((r["config"]["model"], r["config"]["max_train"], r["config"]["epochs"])
+                                       for r in rows).most_common(1)[0][0]
     budget = dict(model=model, max_train=max_train, epochs=epochs)
     common = dict(task=task, **budget, random_init=False, method="prefix")
     every_mlp = select(groups, **common, depth="all", reparam="mlp", init="random")

@@ -44,8 +44,7 @@ def load_base(cfg: ExperimentConfig) -> GPT:
         torch.manual_seed(cfg.seed)
         model = GPT(model.config)
     # a frozen base needs no fp32 copy: bf16 weights make every matmul cheaper (the prefix stays fp32)
-    dtype = torch.bfloat16 if cfg.model_dtype == "bfloat16" else torch.float32
-    return model.to(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"), dtype=dtype)
+    return model.to(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"), dtype=getattr(torch, cfg.model_dtype))
 
 
 def build_net(cfg: ExperimentConfig, base: GPT, enc):

@@ -52,6 +52,14 @@ class Hidden(nn.Module):
         return self.net.hidden_states(ids)
 
 
+def target_loss(model, hidden: torch.Tensor, labels: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """Next-token loss of hidden states (B, T, C) against labels (B, T) (IGNORE: no target), with logits
+    only at the target positions (`GPT.loss`)."""
+    target = labels[:, 1:]  # (B, T-1)
+    keep = target != IGNORE
+    return model.loss(hidden[:, :-1][keep], target[keep], reduction=reduction)
+
+
 class LMObjective:
     """Next-token cross-entropy on the target part of (input_ids, labels) pairs, with logits computed
     only at target positions and a few rows at a time (`GPT.loss`): the 50,257-way output layer is most
@@ -72,10 +80,7 @@ class LMObjective:
     def loss(self, hidden, items, device) -> torch.Tensor:
         """Summed loss over `items`; hidden: callable ids (B, T) -> hidden states (B, T, C)."""
         ids, labels = (t.to(device) for t in collate(items, self.pad_id))
-        h = hidden(ids)[:, :-1]  # (B, T-1, C)
-        target = labels[:, 1:]  # (B, T-1)
-        keep = target != IGNORE
-        return self.model.loss(h[keep], target[keep], reduction="sum")
+        return target_loss(self.model, hidden(ids), labels)
 
 
 def trainable_state(net: nn.Module) -> dict[str, torch.Tensor]:

@@ -96,12 +96,11 @@ class KVCache:
 
         In place: only the rows that change are copied, and only their filled slots.
         """
-        rows = torch.arange(index.shape[0], device=index.device)
         if index.shape[0] != self.k[0].shape[0]:  # the number of rows changes (beams start): new buffers
             self.k = [k.index_select(0, index) for k in self.k]
             self.v = [v.index_select(0, index) for v in self.v]
             return
-        moved = (index != rows).nonzero().squeeze(1)  # (M,)
+        moved = (index != torch.arange(index.shape[0], device=index.device)).nonzero().squeeze(1)  # (M,)
         if moved.numel() == 0:
             return
         src = index[moved]
