@@ -91,8 +91,11 @@ def machine() -> dict:
 def run(cfg: ExperimentConfig) -> dict:
     out = Path(cfg.results_dir) / cfg.run_name
     if (out / "metrics.json").exists():
-        print(f"{cfg.run_name}: already done ({out / 'metrics.json'})")
-        return json.loads((out / "metrics.json").read_text())
+        metrics = json.loads((out / "metrics.json").read_text())
+        print(f"{cfg.run_name}: already done ({out / 'metrics.json'}, commit {metrics.get('commit')}); to run it "
+              f"again, delete {out} or give the run another name (ARGS=--name=...)")
+        print_table([(cfg.run_name, metrics)])
+        return metrics
     run_dir = Path(cfg.runs_dir) / cfg.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
