@@ -13,6 +13,7 @@ from einops import rearrange
 from torch import nn
 
 from .config import GPTConfig
+from .linear import Linear
 
 PrefixKV = tuple[torch.Tensor, torch.Tensor]
 
@@ -116,8 +117,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.layer_idx = layer_idx
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = Linear(config.n_embd, config.n_embd)
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor, *, prefix: PrefixKV | None = None,

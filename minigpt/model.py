@@ -11,6 +11,7 @@ from torch import nn
 from .attention import CausalSelfAttention, KVCache, PrefixKV
 from .config import GPTConfig
 from .generate import generate
+from .linear import Linear, linear, matmul
 from .weights import load_pretrained, save_pretrained
 
 
@@ -27,15 +28,14 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         total = hidden.new_zeros((), dtype=torch.float32)
         for i in range(0, hidden.shape[0], chunk):
             h, t = hidden[i:i + chunk], targets[i:i + chunk]  # (n, C), (n,)
-            logits = (h @ weight.t()).float()  # (n, V)
-            lse = logits.logsumexp(-1)  # (n,)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            logp = F.log_softmax(linear(h, weight).float(), -1)  # (n, V); one fused pass on CPU
+            total -= logp.gather(1, t[:, None]).sum()
             if need_h or need_w:
-                g = logits.sub_(lse[:, None]).exp_()  # softmax, in place: (n, V)
+                g = logp.exp_()  # softmax, in place: (n, V)
                 g[torch.arange(len(t), device=t.device), t] -= 1  # d loss / d logits
                 g = g.to(h.dtype)
                 if need_h:
-                    grad_h[i:i + chunk] = g @ weight
+                    grad_h[i:i + chunk] = matmul(g, weight)
                 if need_w:
                     grad_w += g.t() @ h
         ctx.save_for_backward(grad_h, grad_w)
@@ -51,8 +51,8 @@ class ChunkedCrossEntropy(torch.autograd.Function):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # GPT-2's GELU is the tanh form
@@ -94,7 +94,7 @@ class GPT(nn.Module):
             h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
         ))
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+ONEDNN = torch.backends.mkldnn.is_available()  # CPU builds of PyTorch have it: frozen linears use it
 TINY = dict(vocab_size=101, n_positions=64, n_embd=32, n_layer=3, n_head=4)
 
 

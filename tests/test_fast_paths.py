@@ -1,11 +1,15 @@
 """The fast paths compute what the plain ones do: bf16 CPU attention, the chunked loss, the in-place beam
-reorder, a bf16 base under an fp32 prefix (bench/ measures their speed; no timings here)."""
+reorder, a bf16 base under an fp32 prefix, frozen linear layers on oneDNN (bench/ measures their speed;
+no timings here)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
+import minigpt.linear
+from conftest import ONEDNN
 from minigpt import GPT
 from minigpt.attention import KVCache, attend, causal_mask
+from minigpt.linear import clear_packed, fast, linear, matmul
 from prefix import PrefixConfig, PrefixTuner
 
 
@@ -63,3 +67,63 @@ def test_bf16_base_trains_an_fp32_prefix(tiny_dir):
     tuner.model.loss(h[:, :-1].flatten(0, 1), x[:, 1:].flatten()).backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in tuner.encoder.parameters())
     assert all(p.grad is None for p in tuner.model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(5, 24), (2, 3, 24)])
+def test_frozen_linear_equals_f_linear_with_input_gradient(dtype, shape):
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(40, 24, generator=g).to(dtype), torch.randn(40, generator=g).to(dtype)
+    x = torch.randn(*shape, generator=g).to(dtype).requires_grad_()
+    assert fast(x, w, b) == ONEDNN
+    dy = torch.randn(*shape[:-1], 40, generator=g).to(dtype)
+    got = linear(x, w, b)
+    (gx,) = torch.autograd.grad(got, x, dy)
+    ref = F.linear(x.double(), w.double(), b.double())  # the exact answer; both sides round to dtype
+    (rx,) = torch.autograd.grad(ref, x, dy.double())
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.1, rtol=2e-2)
+    assert got.dtype == dtype and gx.dtype == dtype
+    torch.testing.assert_close(got.double(), ref, **tol)
+    torch.testing.assert_close(gx.double(), rx.double(), **tol)
+    torch.testing.assert_close(matmul(dy, w).double(), dy.double() @ w.double(), **tol)
+
+
+def test_packed_weight_follows_in_place_changes():
+    w = torch.randn(16, 8).bfloat16()
+    x = torch.randn(3, 8).bfloat16()
+    before = linear(x, w)
+    with torch.no_grad():
+        w.mul_(2)  # bumps the version counter: repacked
+    torch.testing.assert_close(linear(x, w), 2 * before)
+    w.data.zero_()  # invisible to the version counter: documented, clear_packed() needed
+    clear_packed()
+    assert torch.equal(linear(x, w), torch.zeros(3, 16, dtype=torch.bfloat16))
+
+
+def test_trainable_autocast_and_disabled_take_f_linear(monkeypatch):
+    w = torch.nn.Parameter(torch.randn(16, 8))
+    x = torch.randn(3, 8)
+    assert not fast(x, w)  # a weight that trains: F.linear, with its weight gradient
+    linear(x, w).sum().backward()
+    assert w.grad is not None
+    w.requires_grad_(False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fast(x, w) and linear(x, w).dtype == torch.bfloat16  # autocast's bf16, as F.linear
+    monkeypatch.setattr(minigpt.linear, "ENABLED", False)  # MINIGPT_ONEDNN=0
+    assert not fast(x, w)
+
+
+def test_frozen_model_trains_a_prefix_like_the_trainable_one(tiny_dir):
+    """The prefix gradient through frozen oneDNN layers equals the one through F.linear layers."""
+    grads = []
+    for frozen in (False, True):
+        torch.manual_seed(0)
+        tuner = PrefixTuner(GPT.from_pretrained(tiny_dir), PrefixConfig(4))
+        tuner.model.requires_grad_(not frozen)
+        assert fast(torch.zeros(1, 32), tuner.model.lm_head.weight) == (frozen and ONEDNN)
+        x = torch.randint(1, 101, (2, 7))
+        h = tuner.hidden_states(x)
+        tuner.model.loss(h[:, :-1].flatten(0, 1), x[:, 1:].flatten()).backward()
+        grads.append([p.grad for p in tuner.encoder.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

@@ -7,7 +7,8 @@ import transformers
 from transformers import DynamicCache
 
 from minigpt import GPT, GPTConfig
-from conftest import hf_model
+from minigpt.linear import fast
+from conftest import ONEDNN, hf_model
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin", "bin-bare-keys"])
@@ -27,10 +28,12 @@ def test_logits_match_reference_tiny(tmp_path, fmt):
         assert (ours(x) - hf(x).logits).abs().max() <= 1e-4
 
 
-def test_logits_match_reference_gpt2_small_shape(tmp_path):
+@pytest.mark.parametrize("frozen", [False, True])  # frozen: the oneDNN linear layers (minigpt/linear.py)
+def test_logits_match_reference_gpt2_small_shape(tmp_path, frozen):
     hf = hf_model(seed=2, vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
     hf.save_pretrained(tmp_path)
-    ours = GPT.from_pretrained(tmp_path).eval()
+    ours = GPT.from_pretrained(tmp_path).eval().requires_grad_(not frozen)
+    assert fast(torch.zeros(1, 768), ours.lm_head.weight) == (frozen and ONEDNN)
     assert ours.config == GPTConfig.from_name("gpt2", dropout=ours.config.dropout)
     x = torch.randint(0, 50257, (2, 24))
     with torch.no_grad():
@@ -113,8 +116,11 @@ def test_cached_decoding_equals_uncached(tiny_pair):
     assert torch.equal(out, seq)
 
 
-def test_greedy_and_beam_match_reference_generate(tiny_pair):
+@pytest.mark.parametrize("frozen", [False, True])
+def test_greedy_and_beam_match_reference_generate(tiny_pair, tiny_dir, frozen):
     ours, hf = tiny_pair
+    if frozen:
+        ours = GPT.from_pretrained(tiny_dir).eval().requires_grad_(False)
     x = torch.randint(0, 101, (3, 6))
     with torch.no_grad():
         greedy = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=12, do_sample=False,
