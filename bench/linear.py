@@ -55,7 +55,7 @@ def measure(dtype: torch.dtype) -> list[tuple[str, float, float]]:
         xs = {w.shape[0 if grad else 1]: torch.randn(n, w.shape[0 if grad else 1], generator=g).to(dtype) for w in ws}
         if grad:  # dy @ W: the product that carries the gradient to the layer's input
             fns = dict(default=lambda: [xs[w.shape[0]] @ w for w in ws],
-                       ours=lambda: [fast.matmul(xs[w.shape[0]], w) for w in ws])
+                       ours=lambda: [fast.matmul(xs[w.shape[0]], w, pack=is_head) for w in ws])  # as the model
         else:
             fns = dict(default=lambda: [F.linear(xs[w.shape[1]], w) for w in ws],
                        ours=lambda: [fast.linear(xs[w.shape[1]], w) for w in ws])

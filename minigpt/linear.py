@@ -9,7 +9,8 @@ The arithmetic is an ordinary fp32 or bf16 matmul (fp32 accumulation); only the 
 
 The fast path is taken when: CPU; weight and bias frozen (`requires_grad=False`); input and weight both
 fp32 or both bf16; autocast off; oneDNN present; and the environment variable `MINIGPT_ONEDNN` is not
-`0`. Otherwise, and for weights that train, it is `F.linear`. Gradients flow to the input.
+`0`. Otherwise, and for weights that train, it is `F.linear`. Gradients flow to the input. Packed copies
+cost memory (one per bf16 weight, two for the output layer) and are made only where they pay.
 
 A packed weight is remembered per weight tensor, with its storage address and version counter, so an
 in-place change (`with torch.no_grad(): w.copy_(...)`, an optimizer step, `load_state_dict`) repacks it.
@@ -23,6 +24,7 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.utils.weak import WeakIdKeyDictionary
 
 ENABLED = os.environ.get("MINIGPT_ONEDNN", "1") != "0"
@@ -46,7 +48,8 @@ def fast(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     """Whether `linear(x, weight, bias)` takes the oneDNN path (see the module docstring)."""
     return (ENABLED and not weight.requires_grad and x.device.type == "cpu" and weight.device.type == "cpu"
             and x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16) and x.dim() >= 2
-            and (bias is None or not bias.requires_grad) and not torch.is_autocast_enabled("cpu")
+            and (bias is None or (bias.dtype == x.dtype and not bias.requires_grad))
+            and not torch.is_autocast_enabled("cpu")
             and _onednn(x.dtype))
 
 
@@ -55,14 +58,11 @@ def clear_packed() -> None:
     _PACKED.clear()
 
 
-def _weight(weight: torch.Tensor, transposed: bool) -> torch.Tensor:
-    """The oneDNN weight operand for `x @ weight.T` (or `x @ weight` if transposed).
-
-    bf16: packed once into oneDNN's blocked layout (it doubles the decoding speed of few-row inputs).
-    fp32: the dense tensor itself (packing gains little there and would double the weights' memory).
-    """
+def _weight(weight: torch.Tensor, transposed: bool, pack: bool) -> torch.Tensor:
+    """The oneDNN weight operand for `x @ weight.T` (or `x @ weight` if transposed): if `pack` and bf16,
+    packed once into oneDNN's blocked layout and remembered; otherwise the dense tensor itself."""
     w = weight.t() if transposed else weight  # (out, in) as oneDNN expects
-    if weight.dtype != torch.bfloat16:
+    if not pack or weight.dtype != torch.bfloat16:
         return w
     key = (weight.data_ptr(), weight._version)
     slot = _PACKED.setdefault(weight, {})
@@ -72,8 +72,9 @@ def _weight(weight: torch.Tensor, transposed: bool) -> torch.Tensor:
     return slot[transposed][2]
 
 
-def _mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, _weight(weight, transposed), bias, "none", [], "")
+def _mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool,
+        pack: bool) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, _weight(weight, transposed, pack), bias, "none", [], "")
 
 
 class _FrozenLinear(torch.autograd.Function):
@@ -82,29 +83,34 @@ class _FrozenLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(weight)
-        return _mm(x, weight, bias, transposed=False)
+        return _mm(x, weight, bias, transposed=False, pack=True)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        return _mm(grad, weight, None, transposed=True), None, None
+        return matmul(grad, weight, pack=False), None, None
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)`: x (..., in), weight (out, in) -> (..., out); oneDNN when `fast`."""
+    """`F.linear(x, weight, bias)`: x (..., in), weight (out, in) -> (..., out); oneDNN when `fast`, with
+    a bf16 weight packed (1.1-2x faster: bench/RESULTS.md)."""
     if not fast(x, weight, bias):
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and x.requires_grad:
         return _FrozenLinear.apply(x, weight, bias)
-    return _mm(x, weight, bias, transposed=False)  # no graph to record (decoding): skip autograd
+    return _mm(x, weight, bias, transposed=False, pack=True)  # no graph to record (decoding): skip autograd
 
 
-def matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """`x @ weight`: x (..., out), weight (out, in) -> (..., in), the input-gradient product of a linear
-    layer; oneDNN when `fast`. Not differentiable through the fast path (for use inside a backward)."""
-    if not fast(x, weight):
-        return x @ weight
-    return _mm(x, weight, None, transposed=True)
+def matmul(x: torch.Tensor, weight: torch.Tensor, *, pack: bool) -> torch.Tensor:
+    """`x @ weight`: x (..., out), weight (out, in) -> (..., in), the product that carries a linear
+    layer's gradient to its input; oneDNN when `fast`. `pack`: pack a bf16 weight for this product too,
+    which pays for the output layer in the loss (1.5x) but not for the blocks' layers (1.0x: not worth a
+    copy of their weights; there a bf16 product is left to PyTorch, which is as fast). Not differentiable
+    through the fast path (for use inside a backward)."""
+    if fast(x, weight) and (pack or x.dtype == torch.float32):
+        return _mm(x, weight, None, transposed=True, pack=pack)
+    return x @ weight
 
 
 class Linear(nn.Linear):

@@ -35,7 +35,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
                 g[torch.arange(len(t), device=t.device), t] -= 1  # d loss / d logits
                 g = g.to(h.dtype)
                 if need_h:
-                    grad_h[i:i + chunk] = matmul(g, weight)
+                    grad_h[i:i + chunk] = matmul(g, weight, pack=True)
                 if need_w:
                     grad_w += g.t() @ h
         ctx.save_for_backward(grad_h, grad_w)

@@ -85,7 +85,8 @@ def test_frozen_linear_equals_f_linear_with_input_gradient(dtype, shape):
     assert got.dtype == dtype and gx.dtype == dtype
     torch.testing.assert_close(got.double(), ref, **tol)
     torch.testing.assert_close(gx.double(), rx.double(), **tol)
-    torch.testing.assert_close(matmul(dy, w).double(), dy.double() @ w.double(), **tol)
+    for pack in (False, True):
+        torch.testing.assert_close(matmul(dy, w, pack=pack).double(), dy.double() @ w.double(), **tol)
 
 
 def test_packed_weight_follows_in_place_changes():
