@@ -26,14 +26,30 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros_like(weight) if need_w else None
         total = hidden.new_zeros((), dtype=torch.float32)
+        # Every chunk reuses the same (chunk, V) buffers: a fresh allocation of this size is new memory
+        # each time, and on CPU first touching new memory costs as much as the arithmetic.
+        bufs: dict[torch.dtype, list[torch.Tensor]] = {}
+
+        def buf(dtype: torch.dtype, k: int, n: int) -> torch.Tensor:  # buffer k of this dtype, n rows
+            pool = bufs.setdefault(dtype, [])
+            while len(pool) <= k:
+                pool.append(hidden.new_empty((min(chunk, hidden.shape[0]), weight.shape[0]), dtype=dtype))
+            return pool[k][:n]
+
         for i in range(0, hidden.shape[0], chunk):
             h, t = hidden[i:i + chunk], targets[i:i + chunk]  # (n, C), (n,)
-            logp = F.log_softmax(linear(h, weight).float(), -1)  # (n, V); one fused pass on CPU
+            n = len(t)
+            logits = linear(h, weight)  # (n, V); bf16 with a bf16 model or under autocast
+            low = logits.dtype
+            if low != torch.float32:  # the softmax runs in fp32
+                logits = buf(torch.float32, 1, n).copy_(logits)
+            logp = torch.log_softmax(logits, -1, out=buf(torch.float32, 0, n))  # (n, V)
             total -= logp.gather(1, t[:, None]).sum()
             if need_h or need_w:
                 g = logp.exp_()  # softmax, in place: (n, V)
-                g[torch.arange(len(t), device=t.device), t] -= 1  # d loss / d logits
-                g = g.to(h.dtype)
+                g[torch.arange(n, device=t.device), t] -= 1  # d loss / d logits
+                if low != torch.float32:
+                    g = buf(low, 0, n).copy_(g)
                 if need_h:
                     grad_h[i:i + chunk] = matmul(g, weight, pack=True)
                 if need_w:

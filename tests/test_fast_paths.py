@@ -128,3 +128,18 @@ def test_frozen_model_trains_a_prefix_like_the_trainable_one(tiny_dir):
         grads.append([p.grad for p in tuner.encoder.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_chunked_loss_under_autocast_equals_cross_entropy(tiny_dir, frozen):
+    """Under bf16 autocast with fp32 weights (PEFT's recipe), the loss is that of autocast's bf16 logits."""
+    model = GPT.from_pretrained(tiny_dir).requires_grad_(not frozen)
+    h = torch.randn(13, model.config.n_embd, requires_grad=True)
+    t = torch.randint(0, model.config.vocab_size, (13,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = F.cross_entropy(model.lm_head(h).float(), t)
+        got = model.loss(h, t, chunk=5)
+    (rg,) = torch.autograd.grad(ref, h)
+    (gg,) = torch.autograd.grad(got, h)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gg, rg, atol=2e-3, rtol=2e-2)
