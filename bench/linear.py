@@ -52,13 +52,14 @@ def measure(dtype: torch.dtype) -> list[tuple[str, float, float]]:
     rows = []
     for label, n, is_head, grad in CASES:
         ws = head if is_head else layers
-        xs = {w.shape[0 if grad else 1]: torch.randn(n, w.shape[0 if grad else 1], generator=g).to(dtype) for w in ws}
+        d = 0 if grad else 1  # the weight dimension the input meets
+        xs = {w.shape[d]: torch.randn(n, w.shape[d], generator=g).to(dtype) for w in ws}
         if grad:  # dy @ W: the product that carries the gradient to the layer's input
-            fns = dict(default=lambda: [xs[w.shape[0]] @ w for w in ws],
-                       ours=lambda: [fast.matmul(xs[w.shape[0]], w, pack=is_head) for w in ws])  # as the model
+            fns = dict(default=lambda: [xs[w.shape[d]] @ w for w in ws],
+                       ours=lambda: [fast.matmul(xs[w.shape[d]], w, pack=is_head) for w in ws])  # as the model
         else:
-            fns = dict(default=lambda: [F.linear(xs[w.shape[1]], w) for w in ws],
-                       ours=lambda: [fast.linear(xs[w.shape[1]], w) for w in ws])
+            fns = dict(default=lambda: [F.linear(xs[w.shape[d]], w) for w in ws],
+                       ours=lambda: [fast.linear(xs[w.shape[d]], w) for w in ws])
         ms = median_ms(fns)
         rows.append((label, ms["default"], ms["ours"]))
     return rows

@@ -28,13 +28,12 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         total = hidden.new_zeros((), dtype=torch.float32)
         # Every chunk reuses the same (chunk, V) buffers: a fresh allocation of this size is new memory
         # each time, and on CPU first touching new memory costs as much as the arithmetic.
-        bufs: dict[torch.dtype, list[torch.Tensor]] = {}
+        bufs: dict[str, torch.Tensor] = {}
 
-        def buf(dtype: torch.dtype, k: int, n: int) -> torch.Tensor:  # buffer k of this dtype, n rows
-            pool = bufs.setdefault(dtype, [])
-            while len(pool) <= k:
-                pool.append(hidden.new_empty((min(chunk, hidden.shape[0]), weight.shape[0]), dtype=dtype))
-            return pool[k][:n]
+        def buf(name: str, dtype: torch.dtype, n: int) -> torch.Tensor:  # n rows of the named buffer
+            if name not in bufs:
+                bufs[name] = hidden.new_empty((min(chunk, hidden.shape[0]), weight.shape[0]), dtype=dtype)
+            return bufs[name][:n]
 
         for i in range(0, hidden.shape[0], chunk):
             h, t = hidden[i:i + chunk], targets[i:i + chunk]  # (n, C), (n,)
@@ -42,14 +41,14 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             logits = linear(h, weight)  # (n, V); bf16 with a bf16 model or under autocast
             low = logits.dtype
             if low != torch.float32:  # the softmax runs in fp32
-                logits = buf(torch.float32, 1, n).copy_(logits)
-            logp = torch.log_softmax(logits, -1, out=buf(torch.float32, 0, n))  # (n, V)
+                logits = buf("fp32 logits", torch.float32, n).copy_(logits)
+            logp = torch.log_softmax(logits, -1, out=buf("logp", torch.float32, n))  # (n, V)
             total -= logp.gather(1, t[:, None]).sum()
             if need_h or need_w:
                 g = logp.exp_()  # softmax, in place: (n, V)
                 g[torch.arange(n, device=t.device), t] -= 1  # d loss / d logits
                 if low != torch.float32:
-                    g = buf(low, 0, n).copy_(g)
+                    g = buf("grad", low, n).copy_(g)
                 if need_h:
                     grad_h[i:i + chunk] = matmul(g, weight, pack=True)
                 if need_w:
