@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from . import kernels
 from .config import GPTConfig
 from .linear import Linear
 
@@ -33,8 +34,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     `mask` (bool, True = may attend), if given, replaces that rule (padded batches). Runs
     `F.scaled_dot_product_attention` (with `is_causal` when Tq = Tk, with no mask for a single query),
     except in bf16 on CPU, where PyTorch's fused kernel is 2-3x slower than two matmuls at GPT-2 sizes
-    (bench/RESULTS.md): there the softmax reads and writes bf16 (accumulating in fp32), as in
-    transformers' eager attention.
+    (bench/RESULTS.md): there it is two matmuls around `kernels.softmax` (scaling, mask and softmax in
+    one fp32 pass, rounded to bf16 once), as in transformers' eager attention.
     """
     tq, tk = q.shape[2], k.shape[2]
     if mask is None and 1 < tq < tk:
@@ -42,10 +43,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout_p == 0.0:
         if mask is None and tq > 1:
             mask = causal_mask(tq, tk, q.device)
-        scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, Tq, Tk)
-        if mask is not None:  # added, not masked_fill-ed: the backward of an addition is free
-            scores = scores + torch.zeros_like(mask, dtype=q.dtype).masked_fill(~mask, float("-inf"))
-        return scores.softmax(-1) @ v
+        scores = q @ k.transpose(-1, -2)  # (B, H, Tq, Tk)
+        bias = None if mask is None else torch.zeros(mask.shape, device=q.device).masked_fill(~mask, float("-inf"))
+        bias = None if bias is None else bias.view(-1, 1, tq, tk)  # (B or 1, 1, Tq, Tk)
+        return kernels.softmax(scores, bias, q.shape[-1] ** -0.5) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq > 1,
                                           dropout_p=dropout_p)
 

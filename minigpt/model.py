@@ -5,12 +5,12 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import CausalSelfAttention, KVCache, PrefixKV
 from .config import GPTConfig
 from .generate import generate
+from . import kernels
 from .linear import Linear, linear, matmul
 from .weights import load_pretrained, save_pretrained
 
@@ -37,24 +37,34 @@ class ChunkedCrossEntropy(torch.autograd.Function):
 
         for i in range(0, hidden.shape[0], chunk):
             h, t = hidden[i:i + chunk], targets[i:i + chunk]  # (n, C), (n,)
-            n = len(t)
+            n, want = len(t), need_h or need_w
             logits = linear(h, weight)  # (n, V); bf16 with a bf16 model or under autocast
-            low = logits.dtype
-            if low != torch.float32:  # the softmax runs in fp32
-                logits = buf("fp32 logits", torch.float32, n).copy_(logits)
-            logp = torch.log_softmax(logits, -1, out=buf("logp", torch.float32, n))  # (n, V)
-            total -= logp.gather(1, t[:, None]).sum()
-            if need_h or need_w:
-                g = logp.exp_()  # softmax, in place: (n, V)
-                g[torch.arange(n, device=t.device), t] -= 1  # d loss / d logits
-                if low != torch.float32:
-                    g = buf("grad", low, n).copy_(g)
-                if need_h:
-                    grad_h[i:i + chunk] = matmul(g, weight, pack=True)
-                if need_w:
-                    grad_w += g.t() @ h
+            g = buf("grad", logits.dtype, n) if want and kernels.usable(logits) else None
+            loss = kernels.cross_entropy(logits, t, g)  # CPU: one fused pass (minigpt/kernels.py)
+            if loss is None:  # elsewhere: eager, in fp32
+                loss, g = ChunkedCrossEntropy.eager(logits, t, want, buf)
+            del logits  # freed before the next chunk's are made, so that they reuse its memory
+            total += loss.sum()
+            if need_h:
+                grad_h[i:i + chunk] = matmul(g, weight, pack=True)
+            if need_w:
+                grad_w += g.t() @ h
         ctx.save_for_backward(grad_h, grad_w)
         return total
+
+    @staticmethod
+    def eager(logits, t, derivative: bool, buf) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-row losses (n,) of one chunk and, if `derivative`, d loss / d logits in the logits' dtype."""
+        n, low = len(t), logits.dtype
+        if low != torch.float32:  # the softmax runs in fp32
+            logits = buf("fp32 logits", torch.float32, n).copy_(logits)
+        logp = torch.log_softmax(logits, -1, out=buf("logp", torch.float32, n))  # (n, V)
+        loss = -logp.gather(1, t[:, None]).squeeze(1)
+        if not derivative:
+            return loss, None
+        g = logp.exp_()  # softmax, in place: (n, V)
+        g[torch.arange(n, device=t.device), t] -= 1  # d loss / d logits
+        return loss, g if low == torch.float32 else buf("grad", low, n).copy_(g)
 
     @staticmethod
     def backward(ctx, grad):
@@ -70,7 +80,7 @@ class MLP(nn.Module):
         self.c_proj = Linear(4 * config.n_embd, config.n_embd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # GPT-2's GELU is the tanh form
+        return self.c_proj(kernels.gelu(self.c_fc(x)))  # GPT-2's GELU is the tanh form
 
 
 class Block(nn.Module):

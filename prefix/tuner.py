@@ -47,23 +47,29 @@ class PrefixTuner(nn.Module):
             initialize(self.encoder, model, config, self.layers, tokenizer)
 
     def _table(self, batch_size: int) -> torch.Tensor:
-        """The prefix table with dropout, (B, P, width); dropout masks differ per example."""
-        return self.dropout(self.encoder()[None].expand(batch_size, -1, -1))
+        """The prefix table, (1, P, width), shared by the batch; with dropout active, (B, P, width), since
+        dropout masks differ per example."""
+        table = self.encoder()[None]
+        if self.training and self.dropout.p > 0:
+            table = self.dropout(table.expand(batch_size, -1, -1))
+        return table
 
     def prefix_kv(self, batch_size: int = 1) -> list[PrefixKV | None]:
-        """Per-layer (key, value), each (batch_size, H, P, Dh); None for layers `depth` leaves out.
+        """Per-layer (key, value), each (1, H, P, Dh), or (batch_size, H, P, Dh) while prefix dropout is
+        active; None for layers `depth` leaves out. The model broadcasts a single row over the batch.
 
         For `depth="embedding"`: the keys/values every layer computes for the virtual tokens (running
         the real tokens after them is the same as running them with this prefix).
         """
-        table = self._table(batch_size)  # (B, P, width)
+        table = self._table(batch_size)  # (1 or B, P, width)
         if self.config.depth == "embedding":
             return self.model.layer_kv(inputs_embeds=table.to(self.model.transformer.wte.weight.dtype))
         kv = rearrange(table, "b p (l two h d) -> l two b h p d", l=len(self.layers), two=2,
                        h=self.model.config.n_head)
         out: list[PrefixKV | None] = [None] * self.model.config.n_layer
-        for j, i in enumerate(self.layers):
-            out[i] = (kv[j, 0], kv[j, 1])
+        # unbind, not indexing: the gradient of an index is a zero-filled copy of the whole table per use
+        for i, layer in zip(self.layers, kv.unbind(0)):
+            out[i] = tuple(layer.unbind(0))
         return out
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,7 +78,7 @@ class PrefixTuner(nn.Module):
         if self.config.depth != "embedding":
             return self.model.hidden_states(input_ids, prefix=self.prefix_kv(B), attention_mask=attention_mask)
         wte = self.model.transformer.wte
-        prompt = self._table(B).to(wte.weight.dtype)  # (B, P, C)
+        prompt = self._table(B).to(wte.weight.dtype).expand(B, -1, -1)  # (B, P, C)
         P = prompt.shape[1]
         embeds = torch.cat([prompt, wte(input_ids)], dim=1)  # (B, P + T, C)
         if attention_mask is not None:
