@@ -13,7 +13,8 @@ Peak memory: on CPU, a fresh child process per setting and side, peak RSS while 
 Sides. Training: `ours` = PrefixTuner, loss from `hidden_states` + `lm_head` at the target positions only
 (as experiments/train.py does); in bf16 the frozen base is stored in bf16 (`GPT.from_pretrained(...,
 dtype=torch.bfloat16)`) and the prefix stays fp32; on CPU its frozen linear layers run on oneDNN
-(minigpt/linear.py). `ours_autocast` = fp32 weights under bf16 autocast,
+(minigpt/linear.py) and its GELU, attention softmax and loss run as compiled kernels (minigpt/kernels.py).
+`ours_autocast` = fp32 weights under bf16 autocast,
 the recipe `peft` gets: PeftModel(GPT2LMHeadModel) with `labels` (-100 = ignored). Decoding: `ours` =
 PrefixTuner.generate; `hf` = GPT2LMHeadModel.generate with PEFT's prefix passed as a pre-filled cache
 (prefix-conditioned: the fair reference); `peft` = PeftModel.generate, what users call (with

@@ -64,20 +64,17 @@ def _run(fn: Callable, *args):
 
 # ---------------------------------------------------------------- GELU
 
-def _gelu(h: torch.Tensor, derivative: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _gelu(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = h.float()
     s = torch.sigmoid(_C * (x + 0.044715 * x * x * x))
-    y = (x * s).to(h.dtype)
-    if not derivative:
-        return y, None
     d = s + x * s * (1 - s) * _C * (1 + 3 * 0.044715 * x * x)  # d y / d h
-    return y, d.to(h.dtype)
+    return (x * s).to(h.dtype), d.to(h.dtype)
 
 
 class _Gelu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h):
-        out = _run(_gelu, h, True)
+        out = _run(_gelu, h)
         ctx.compiled = out is not None
         if not ctx.compiled:  # compiling failed: aten's GELU, whose backward needs h
             ctx.save_for_backward(h)
@@ -96,13 +93,8 @@ class _Gelu(torch.autograd.Function):
 
 def gelu(h: torch.Tensor) -> torch.Tensor:
     """GPT-2's GELU (the tanh form), `F.gelu(h, approximate="tanh")`."""
-    if usable(h):
-        flat = h.reshape(-1)  # one shape for the compiler, whatever h's
-        if torch.is_grad_enabled() and h.requires_grad:
-            return _Gelu.apply(flat).view(h.shape)
-        out = _run(_gelu, flat, False)
-        if out is not None:
-            return out[0].view(h.shape)
+    if torch.is_grad_enabled() and h.requires_grad and usable(h):
+        return _Gelu.apply(h.reshape(-1)).view(h.shape)  # flat: one shape for the compiler, whatever h's
     return F.gelu(h, approximate="tanh")
 
 
@@ -149,7 +141,7 @@ def softmax(scores: torch.Tensor, bias: torch.Tensor | None, scale: float) -> to
     """Attention weights `softmax(scores * scale + bias)` over the last dim. scores (B, H, Tq, Tk); bias
     (0 = may attend, -inf = masked) (B or 1, 1, Tq, Tk), or None. Every row must keep a key.
     (An additive mask, not a boolean one: the compiled kernel is 2.5x faster with it.)"""
-    if usable(scores):
+    if torch.is_grad_enabled() and scores.requires_grad and usable(scores):
         return _Softmax.apply(scores, bias, scale)
     return _eager_softmax(scores, bias, scale)
 
@@ -159,11 +151,6 @@ def softmax(scores: torch.Tensor, bias: torch.Tensor | None, scale: float) -> to
 def _log_sum_exp(x: torch.Tensor) -> torch.Tensor:  # (n, V) fp32 -> (n, 1)
     m = x.amax(-1, keepdim=True)
     return m + torch.exp(x - m).sum(-1, keepdim=True).log()
-
-
-def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    x = logits.float()
-    return (_log_sum_exp(x) - x.gather(1, targets[:, None])).squeeze(-1)  # (n,)
 
 
 def _cross_entropy_and_gradient(logits: torch.Tensor, targets: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
@@ -176,13 +163,8 @@ def _cross_entropy_and_gradient(logits: torch.Tensor, targets: torch.Tensor, gra
     return (lse - x.gather(1, targets[:, None])).squeeze(-1)  # (n,)
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
-                  grad_out: torch.Tensor | None = None) -> torch.Tensor | None:
-    """Per-row cross-entropy (n,), in fp32, of logits (n, V) against targets (n,) in [0, V); if
-    `grad_out` (n, V) is given, the gradient with respect to the logits (softmax minus one-hot) is
-    written into it. None where the kernel does not run: the caller's eager code does the work."""
-    if not usable(logits):
-        return None
-    if grad_out is None:
-        return _run(_cross_entropy, logits, targets)
-    return _run(_cross_entropy_and_gradient, logits, targets, grad_out)
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor | None:
+    """Per-row cross-entropy (n,), in fp32, of logits (n, V) against targets (n,) in [0, V), and its
+    gradient with respect to the logits (softmax minus one-hot), written into `grad_out` (n, V). None
+    where the kernel does not run: the caller's eager code does the work."""
+    return _run(_cross_entropy_and_gradient, logits, targets, grad_out) if usable(logits) else None

@@ -39,8 +39,10 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             h, t = hidden[i:i + chunk], targets[i:i + chunk]  # (n, C), (n,)
             n, want = len(t), need_h or need_w
             logits = linear(h, weight)  # (n, V); bf16 with a bf16 model or under autocast
-            g = buf("grad", logits.dtype, n) if want and kernels.usable(logits) else None
-            loss = kernels.cross_entropy(logits, t, g)  # CPU: one fused pass (minigpt/kernels.py)
+            loss = None
+            if want and kernels.usable(logits):  # CPU training: one fused pass (minigpt/kernels.py)
+                g = buf("grad", logits.dtype, n)
+                loss = kernels.cross_entropy(logits, t, g)
             if loss is None:  # elsewhere: eager, in fp32
                 loss, g = ChunkedCrossEntropy.eager(logits, t, want, buf)
             del logits  # freed before the next chunk's are made, so that they reuse its memory

@@ -40,8 +40,8 @@ def test_gelu_and_its_gradient_match_fp64(compiled, dtype):
     torch.testing.assert_close(y.double(), ref, **tol(dtype))
     torch.testing.assert_close(dh.double(), ref_dh, **tol(dtype) if dtype == torch.float32 else
                                dict(atol=2e-2, rtol=2 ** -7))  # bf16: derivative and product each rounded
-    with torch.no_grad():  # inference: the same values without the derivative
-        torch.testing.assert_close(kernels.gelu(h), y, atol=0, rtol=0)
+    with torch.no_grad():  # inference stays eager: no compiler involved
+        assert torch.equal(kernels.gelu(h), F.gelu(h, approximate="tanh"))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -83,13 +83,13 @@ def test_cross_entropy_chunk_and_its_gradient_match_fp64(compiled, dtype):
     assert loss.dtype == torch.float32 and grad.dtype == dtype
     torch.testing.assert_close(loss.double(), ref, atol=1e-5, rtol=1e-6)  # fp32 from the logits as given
     torch.testing.assert_close(grad.double(), ref_grad, **tol(dtype))
-    torch.testing.assert_close(kernels.cross_entropy(logits, t), loss, atol=0, rtol=0)  # without a gradient
 
 
 def test_small_or_disabled_inputs_run_eager(monkeypatch):
     h = torch.randn(4, 96)  # a decoding step's size: below MIN_NUMEL
     assert not kernels.usable(h) and torch.equal(kernels.gelu(h), F.gelu(h, approximate="tanh"))
-    assert kernels.cross_entropy(torch.randn(3, 11), torch.tensor([1, 2, 3])) is None  # the caller's eager code
+    small = torch.randn(3, 11)
+    assert kernels.cross_entropy(small, torch.tensor([1, 2, 3]), torch.empty_like(small)) is None  # caller's eager code
     big = torch.randn(64, 600)
     monkeypatch.setattr(kernels, "ENABLED", False)  # MINIGPT_COMPILE=0
     assert not kernels.usable(big) and torch.equal(kernels.gelu(big), F.gelu(big, approximate="tanh"))
