@@ -44,8 +44,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
         if mask is None and tq > 1:
             mask = causal_mask(tq, tk, q.device)
         scores = q @ k.transpose(-1, -2)  # (B, H, Tq, Tk)
-        bias = None if mask is None else torch.zeros(mask.shape, device=q.device).masked_fill(~mask, float("-inf"))
-        bias = None if bias is None else bias.view(-1, 1, tq, tk)  # (B or 1, 1, Tq, Tk)
+        bias = None  # additive mask: 0 where a key may be seen, -inf elsewhere; (B or 1, 1, Tq, Tk)
+        if mask is not None:
+            bias = torch.zeros(mask.shape, device=q.device).masked_fill(~mask, float("-inf")).view(-1, 1, tq, tk)
         return kernels.softmax(scores, bias, q.shape[-1] ** -0.5) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq > 1,
                                           dropout_p=dropout_p)

@@ -1,25 +1,26 @@
-"""Fused CPU kernels for the elementwise parts of a step, generated once by `torch.compile`.
+"""Fused CPU kernels for the elementwise parts of a training step, generated once by `torch.compile`.
 
-On CPU the matmuls of a step already run at the machine's peak (minigpt/linear.py). What remains is
-elementwise work, which eager PyTorch does one operation (one pass over memory) at a time, and some of
-it slowly: GPT-2's tanh GELU costs 6x the exact one, because `tanh` is slow. Each kernel here is one
+On CPU the matmuls of a step already run at about the machine's peak (minigpt/linear.py). What remains
+is elementwise work, which eager PyTorch does one operation (one pass over memory) at a time, and some
+of it slowly: GPT-2's tanh GELU costs 6x the exact one, because `tanh` is slow. Each kernel here is one
 function that inductor (`torch.compile`'s compiler) turns into one loop nest:
 
 - `gelu(h)`: GPT-2's GELU, 0.5·h·(1 + tanh u) with u = sqrt(2/π)(h + 0.044715h³), computed as the equal
-  h·sigmoid(2u) (exp is fast where tanh is not). In training the same pass writes the derivative, so the
-  backward is one multiply and the pre-activation `h` need not be kept.
-- `softmax(scores, mask, scale)`: attention's scaling, causal mask and softmax in one pass; its backward
-  in one pass too.
-- `cross_entropy(logits, targets, grad_out)`: one chunk of the loss: each row's loss (fp32) and, when
-  a gradient is wanted, d loss / d logits (softmax minus one-hot), written into a buffer that the
-  chunks share (fresh memory of that size costs page faults).
+  h·sigmoid(2u) (exp is fast where tanh is not). The same pass writes the derivative, so the backward
+  is one multiply and the pre-activation `h` need not be kept.
+- `softmax(scores, bias, scale)`: attention's scaling, mask and softmax in one pass; its backward in
+  one pass too.
+- `cross_entropy(logits, targets, grad_out)`: one chunk of the loss: each row's loss (fp32) and
+  d loss / d logits (softmax minus one-hot), written into a buffer that the chunks share (fresh memory
+  of that size costs page faults).
 
 All arithmetic is fp32, rounded once to the input dtype at the end. The kernels run when: CPU; fp32 or
-bf16; large enough to pay for the call (decoding steps are not); the environment variable
-`MINIGPT_COMPILE` is not `0`; and compiling works (inductor needs a C++ compiler: if compiling fails, a
-warning says so once and eager PyTorch runs from then on). Elsewhere the eager forms run. Compiled
-kernels are cached on disk by PyTorch, so only a machine's first run pays the compile time (seconds).
-tests/test_fast_paths.py checks each kernel against fp64; bench/RESULTS.md has the speed.
+bf16; a gradient is wanted (inference stays eager: generating text never waits for a compiler); large
+enough to pay for the call (a compiled call costs ~20 us); the environment variable `MINIGPT_COMPILE` is
+not `0`; and compiling works (inductor needs a C++ compiler: if compiling fails, a warning says so once
+and eager PyTorch runs from then on). Compiled kernels are cached on disk by PyTorch, so only a
+machine's first run pays the compile time (seconds). tests/test_kernels.py checks each kernel against
+fp64; bench/RESULTS.md has the speed.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 ENABLED = os.environ.get("MINIGPT_COMPILE", "1") != "0"
-MIN_NUMEL = 1 << 15  # smaller tensors (a decoding step's) run eagerly: a compiled call costs ~20 us
+MIN_NUMEL = 1 << 15  # smaller tensors run eagerly: a compiled call costs ~20 us
 _C = 2 * math.sqrt(2 / math.pi)  # sigmoid(_C * (h + 0.044715 h^3)) = (1 + tanh(u)) / 2
 _COMPILED: dict[Callable, Callable] = {}
 _broken = False  # set when compiling failed: eager from then on
@@ -88,7 +89,7 @@ class _Gelu(torch.autograd.Function):
         (saved,) = ctx.saved_tensors
         if not ctx.compiled:
             return torch.ops.aten.gelu_backward(grad, saved, approximate="tanh")
-        return saved.mul_(grad)  # the derivative is ours and used once: its memory takes the product
+        return grad * saved
 
 
 def gelu(h: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import kernels
 from .attention import CausalSelfAttention, KVCache, PrefixKV
 from .config import GPTConfig
 from .generate import generate
-from . import kernels
 from .linear import Linear, linear, matmul
 from .weights import load_pretrained, save_pretrained
 
