@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from minigpt import GPT
 from prefix import PrefixConfig, PrefixTuner
@@ -154,3 +155,34 @@ def test_trainable_summary(base):
     n, total = P * 3 * 2 * 32, base.num_parameters() + P * 3 * 2 * 32
     assert tuner.trainable_summary() == (f"trainable params: {n:,} || all params: {total:,} || "
                                          f"trainable%: {100 * n / total:.4f}")
+
+
+@pytest.mark.parametrize("name", ["table", "embedding"])
+def test_one_prefix_row_serves_the_batch_like_a_copy_per_example(base, name):
+    """Without active dropout the prefix is one row the model broadcasts; outputs and gradients equal
+    those of the same prefix copied to every example."""
+    tuner = PrefixTuner(base, CONFIGS[name]).eval()  # the base's own dropout off: exact compare
+    x = ids(3, 6)
+    if name == "table":
+        assert all(k.shape[0] == 1 and v.shape[0] == 1 for k, v in tuner.prefix_kv(3))
+    h = tuner.hidden_states(x)
+    (grad,) = torch.autograd.grad(h.square().sum(), tuner.encoder.embedding.weight)
+    table = tuner.encoder.embedding.weight
+    copies = table[None].expand(3, -1, -1).clone()  # (B, P, width): one copy per example
+    if name == "table":
+        kv = rearrange(copies, "b p (l two h d) -> l two b h p d", l=3, two=2, h=4)  # (L, 2, B, H, P, Dh)
+        h_ref = base.hidden_states(x, prefix=[(k, v) for k, v in kv])
+    else:
+        embeds = torch.cat([copies, base.transformer.wte(x)], 1)
+        h_ref = base.hidden_states(inputs_embeds=embeds, position_offset=0)[:, P:]
+    (grad_ref,) = torch.autograd.grad(h_ref.square().sum(), table)
+    torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, grad_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_prefix_dropout_draws_a_mask_per_example_in_training_only(base):
+    tuner = PrefixTuner(base, PrefixConfig(P, prefix_dropout=0.5)).train()
+    k, _ = tuner.prefix_kv(4)[0]
+    assert k.shape[0] == 4 and not torch.equal(k[0], k[1])  # (B, H, P, Dh), masks differ per example
+    k, _ = tuner.eval().prefix_kv(4)[0]
+    assert k.shape[0] == 1  # eval: no dropout, one row for the batch
