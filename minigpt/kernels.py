@@ -16,9 +16,10 @@ function that inductor (`torch.compile`'s compiler) turns into one loop nest:
 
 All arithmetic is fp32, rounded once to the input dtype at the end. The kernels run when: CPU; fp32 or
 bf16; a gradient is wanted (inference stays eager: generating text never waits for a compiler); large
-enough to pay for the call (a compiled call costs ~20 us); the environment variable `MINIGPT_COMPILE` is
-not `0`; and compiling works (inductor needs a C++ compiler: if compiling fails, a warning says so once
-and eager PyTorch runs from then on). Compiled kernels are cached on disk by PyTorch, so only a
+enough to pay for the call (a compiled call costs ~20 us); not inside a model that is itself being
+compiled (there inductor fuses the plain operations); the environment variable `MINIGPT_COMPILE` is not
+`0`; and compiling works (inductor needs a C++ compiler: if compiling fails, a warning says so once and
+eager PyTorch runs from then on). Compiled kernels are cached on disk by PyTorch, so only a
 machine's first run pays the compile time (seconds). tests/test_kernels.py checks each kernel against
 fp64; bench/RESULTS.md has the speed.
 """
@@ -43,7 +44,8 @@ _broken = False  # set when compiling failed: eager from then on
 def usable(x: torch.Tensor) -> bool:
     """Whether a kernel runs for input `x` (see the module docstring)."""
     return (ENABLED and not _broken and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and x.numel() >= MIN_NUMEL)
+            and x.numel() >= MIN_NUMEL
+            and not torch.compiler.is_compiling())
 
 
 def _run(fn: Callable, *args):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt import GPT, kernels
+from minigpt import GPT, GPTConfig, kernels
 from minigpt.attention import causal_mask
 from prefix import PrefixConfig, PrefixTuner
 
@@ -139,3 +139,30 @@ def test_prefix_trains_the_same_with_and_without_kernels(compiled, monkeypatch, 
     else:  # a bf16 base: both sides round differently, by about bf16's 2^-9 per operation
         torch.testing.assert_close(l1, l0, atol=0, rtol=1e-2)
         assert (g1 - g0).norm() < 0.05 * g0.norm()
+
+
+def test_a_compiled_model_traces_the_plain_operations(compiled, monkeypatch):
+    """Inside a model that is itself compiled, the kernels step aside; loss and gradients are unchanged."""
+    monkeypatch.setattr(kernels, "MIN_NUMEL", 0)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=101, n_positions=64, n_embd=32, n_layer=2, n_head=4, dropout=0.0))
+    x = torch.randint(0, 101, (2, 16))
+
+    def loss(x):
+        return model.loss(model.hidden_states(x)[:, :-1].flatten(0, 1), x[:, 1:].flatten())
+
+    calls = []
+    run = kernels._run
+    monkeypatch.setattr(kernels, "_run", lambda fn, *args: calls.append(fn) or run(fn, *args))
+    results = []
+    for fn in (loss, torch.compile(loss)):
+        calls.clear()
+        model.zero_grad()
+        value = fn(x)
+        value.backward()
+        results.append((value.detach(), [p.grad.clone() for p in model.parameters()], len(calls)))
+    (l0, g0, eager_calls), (l1, g1, compiled_calls) = results
+    assert eager_calls > 0 and compiled_calls == 0
+    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
