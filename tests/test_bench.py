@@ -1,0 +1,31 @@
+"""The benchmark runs end to end in its smoke mode and records what RESULTS.md reports (no timing claims)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_bench_times_every_setting_and_decodes_like_transformers():
+    out = subprocess.run([sys.executable, "-m", "bench.bench", "--quick", "--no-memory"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    path = next(line.split(": ", 1)[1] for line in out.stdout.splitlines() if line.startswith("results: "))
+    results = json.loads(Path(path).read_text())["results"]
+    train = [r for r in results.values() if r["setting"]["part"] == "train"]
+    decode = [r for r in results.values() if r["setting"]["part"] == "decode"]
+    assert len(train) == 4 and len(decode) == 4  # fp32/bf16 x (all, target) and x (greedy, beam 5)
+    for r in train:
+        sides = {"ours", "peft"} | ({"ours_autocast"} if r["setting"]["precision"] == "bf16" else set())
+        assert set(r["seconds"]) == sides and all(t > 0 for t in r["seconds"].values())
+        ours, peft = r["flops"]["ours"], r["flops"]["peft"]
+        if r["setting"]["loss"] == "all":  # the same arithmetic, less the logits of each row's last token
+            assert 0.9 * peft < ours <= peft
+        else:  # logits only at the target half
+            assert ours < 0.9 * peft
+    for r in decode:
+        assert set(r["seconds"]) == {"ours", "hf", "peft"}
+        if r["setting"]["precision"] == "fp32":
+            assert r["same_tokens_ours_hf"], r["setting"]  # prefix-conditioned decoding, token for token
+    assert "| tiny | fp32 | 1 |" in out.stdout  # the tables are printed
