@@ -45,6 +45,23 @@ def median_ms(fns: dict, repeats: int = 7) -> dict[str, float]:
     return {k: 1e3 * statistics.median(t) for k, t in times.items()}
 
 
+def publish(name: str, lines: list[str], write: bool) -> None:
+    """Print a table; if `write`, also put it in bench/RESULTS.md between `<!-- BEGIN name -->` and
+    `<!-- END name -->`."""
+    text = "\n".join(lines)
+    print(text)
+    if not write:
+        return
+    md = ROOT / "bench" / "RESULTS.md"
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    old = md.read_text()
+    if begin not in old or end not in old:
+        raise SystemExit(f"{md} has no {begin} ... {end} section to write into")
+    tmp = md.with_suffix(".md.tmp")  # written whole, then renamed: an interruption leaves the old file
+    tmp.write_text(old.split(begin)[0] + begin + "\n" + text + "\n" + end + old.split(end)[1])
+    tmp.replace(md)
+
+
 def measure(dtype: torch.dtype) -> list[tuple[str, float, float]]:
     g = torch.Generator().manual_seed(0)
     layers = [(0.02 * torch.randn(o, i, generator=g)).to(dtype) for _ in range(LAYERS) for o, i in SHAPES]
@@ -78,13 +95,7 @@ def main(argv=None) -> None:
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         for label, default, ours in measure(dtype):
             lines.append(f"| {label} | {name} | {default:.1f} | {ours:.1f} | **{default / ours:.2f}×** |")
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        md = ROOT / "bench" / "RESULTS.md"
-        begin, end = "<!-- BEGIN LINEAR -->", "<!-- END LINEAR -->"
-        old = md.read_text()
-        md.write_text(old.split(begin)[0] + begin + "\n" + text + "\n" + end + old.split(end)[1])
+    publish("LINEAR", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":
