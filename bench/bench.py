@@ -352,7 +352,9 @@ def report(files: list[Path], md: Path) -> str:
     text = "\n".join(lines)
     begin, end = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
     old = md.read_text() if md.exists() else f"# Benchmark results\n\n{begin}\n{end}\n"
-    md.write_text(old.split(begin)[0] + begin + "\n" + text + "\n" + end + old.split(end)[1])
+    tmp = md.with_suffix(".md.tmp")  # written whole, then renamed
+    tmp.write_text(old.split(begin)[0] + begin + "\n" + text + "\n" + end + old.split(end)[1])
+    tmp.replace(md)
     return text
 
 
@@ -400,7 +402,9 @@ def main(argv=None) -> None:
                 r["peak_mb"] = cpu_memory(r["setting"], cfg)
                 print(key(r["setting"]), "peak MB", {k: round(v) for k, v in r["peak_mb"].items()}, flush=True)
         data["results"].update(results)
-        out.write_text(json.dumps(data, indent=1))
+        tmp = out.with_suffix(".json.tmp")  # after each group, written whole, then renamed: nothing is lost
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(out)
     print(f"results: {out}")
     if args.quick:
         print(report([out], out.with_suffix(".md")))
