@@ -119,17 +119,23 @@ def test_a_failed_compile_warns_once_and_falls_back(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_prefix_trains_the_same_with_and_without_kernels(compiled, monkeypatch, tiny_dir, dtype):
-    """Loss and prefix gradient of a tiny model with every kernel forced on equal the eager ones."""
+@pytest.mark.parametrize("depth, padded", [("all", False), ("all", True), ("embedding", True)])
+def test_prefix_trains_the_same_with_and_without_kernels(compiled, monkeypatch, tiny_dir, dtype, depth, padded):
+    """Loss and prefix gradient of a tiny model with every kernel forced on equal the eager ones: prefix
+    or prompt, whole or left-padded batches (a per-example attention mask)."""
     monkeypatch.setattr(kernels, "MIN_NUMEL", 0)  # the tiny model's tensors are small
     x = torch.randint(1, 101, (3, 12))
+    mask = torch.ones_like(x)
+    if padded:
+        mask[1, :5] = mask[2, :2] = 0
+    target = x[:, 1:][mask[:, 1:].bool()]
     results = []
     for enabled in (False, True):
         monkeypatch.setattr(kernels, "ENABLED", enabled)
         torch.manual_seed(0)
-        tuner = PrefixTuner(GPT.from_pretrained(tiny_dir, dtype=dtype), PrefixConfig(4))
-        h = tuner.hidden_states(x)
-        loss = tuner.model.loss(h[:, :-1].flatten(0, 1), x[:, 1:].flatten(), chunk=16)
+        tuner = PrefixTuner(GPT.from_pretrained(tiny_dir, dtype=dtype), PrefixConfig(4, depth=depth))
+        h = tuner.hidden_states(x, attention_mask=mask if padded else None)
+        loss = tuner.model.loss(h[:, :-1][mask[:, 1:].bool()], target, chunk=16)
         loss.backward()
         results.append((loss.detach(), tuner.encoder.embedding.weight.grad))
     (l0, g0), (l1, g1) = results
