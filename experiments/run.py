@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from minigpt import EOT, GPT, load_tokenizer
+from minigpt.allocator import keep_freed_memory
 from minigpt.weights import CheckpointError, atomic_write
 from prefix import PrefixConfig, PrefixTuner
 
@@ -215,4 +216,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # a training process: reuse freed memory across steps (minigpt/allocator.py)
     main()

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .allocator import keep_freed_memory
 from .config import GPTConfig
 from .datadir import find_data
 from .model import GPT
@@ -324,6 +325,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # a training process: reuse freed memory across steps (minigpt/allocator.py)
     main()
 
 
