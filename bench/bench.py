@@ -44,6 +44,7 @@ warnings.filterwarnings("ignore")
 import peft  # noqa: E402
 import transformers  # noqa: E402
 
+from bench.sections import write_section  # noqa: E402
 import minigpt.linear  # noqa: E402
 from experiments.train import IGNORE, target_loss  # noqa: E402
 from minigpt import GPT, GPTConfig  # noqa: E402
@@ -350,11 +351,7 @@ def report(files: list[Path], md: Path) -> str:
                   "Commands: " + ", ".join(f"`{c}`" for c in data["commands"]), ""]
         lines += table(list(data["results"].values()), m) + [""]
     text = "\n".join(lines)
-    begin, end = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
-    old = md.read_text() if md.exists() else f"# Benchmark results\n\n{begin}\n{end}\n"
-    tmp = md.with_suffix(".md.tmp")  # written whole, then renamed
-    tmp.write_text(old.split(begin)[0] + begin + "\n" + text + "\n" + end + old.split(end)[1])
-    tmp.replace(md)
+    write_section(md, "GENERATED", text)
     return text
 
 

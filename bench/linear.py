@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench.sections import write_section
 import minigpt.linear as fast
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,16 +51,8 @@ def publish(name: str, lines: list[str], write: bool) -> None:
     `<!-- END name -->`."""
     text = "\n".join(lines)
     print(text)
-    if not write:
-        return
-    md = ROOT / "bench" / "RESULTS.md"
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    old = md.read_text()
-    if begin not in old or end not in old:
-        raise SystemExit(f"{md} has no {begin} ... {end} section to write into")
-    tmp = md.with_suffix(".md.tmp")  # written whole, then renamed: an interruption leaves the old file
-    tmp.write_text(old.split(begin)[0] + begin + "\n" + text + "\n" + end + old.split(end)[1])
-    tmp.replace(md)
+    if write:
+        write_section(ROOT / "bench" / "RESULTS.md", name, text)
 
 
 def measure(dtype: torch.dtype) -> list[tuple[str, float, float]]:

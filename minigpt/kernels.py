@@ -49,8 +49,11 @@ def usable(x: torch.Tensor) -> bool:
 
 
 def _run(fn: Callable, *args):
-    """The compiled `fn` on `args`, or None if compiling fails (then kernels are off, with one warning)."""
+    """The compiled `fn` on `args`, or None if compiling fails (then kernels are off, with one warning)
+    or failed before."""
     global _broken
+    if _broken:
+        return None
     if fn not in _COMPILED:
         _COMPILED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
     try:
@@ -134,7 +137,7 @@ class _Softmax(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         (p,) = ctx.saved_tensors
-        out = None if _broken else _run(_softmax_backward, grad, p, ctx.scale)
+        out = _run(_softmax_backward, grad, p, ctx.scale)
         if out is None:
             out = torch._softmax_backward_data(grad, p, -1, p.dtype) * ctx.scale
         return out, None, None

@@ -29,6 +29,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         # Every chunk reuses the same (chunk, V) buffers: a fresh allocation of this size is new memory
         # each time, and on CPU first touching new memory costs as much as the arithmetic.
         bufs: dict[str, torch.Tensor] = {}
+        want = need_h or need_w
 
         def buf(name: str, dtype: torch.dtype, n: int) -> torch.Tensor:  # n rows of the named buffer
             if name not in bufs:
@@ -37,7 +38,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
 
         for i in range(0, hidden.shape[0], chunk):
             h, t = hidden[i:i + chunk], targets[i:i + chunk]  # (n, C), (n,)
-            n, want = len(t), need_h or need_w
+            n = len(t)
             logits = linear(h, weight)  # (n, V); bf16 with a bf16 model or under autocast
             loss = None
             if want and kernels.usable(logits):  # CPU training: one fused pass (minigpt/kernels.py)
