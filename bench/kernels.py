@@ -13,7 +13,9 @@ medians of 7. In the second table the three forms of the step alternate the same
 PyTorch-only forms run with both of our CPU fast paths off (`minigpt.linear.ENABLED`,
 `minigpt.kernels.ENABLED`), so that their matmuls are PyTorch's own (MKL) and their elementwise work is
 eager or inductor's, and the compiled form compiles `PrefixTuner.hidden_states` (default mode, static
-shapes) with the loss outside it, as in the others.
+shapes) with the loss outside it, as in the others. A last row replays the matmuls of one of ours'
+steps alone (recorded with a TorchDispatchMode: the same ops on the same operands in the same order),
+the time a step would take if everything else in it were free.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import argparse
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.bench import FULL, batch, build, run
 from bench.linear import C, V, median_ms, publish
@@ -69,25 +72,58 @@ def switched(fn, on: bool):
     return call
 
 
-def step_forms() -> list[tuple[str, callable]]:
-    """bench.bench's gpt2 bf16 training step (loss on all tokens, no MLP) in three forms (module doc)."""
+def step_forms() -> tuple[list[tuple[str, callable]], callable]:
+    """bench.bench's gpt2 bf16 training step (loss on all tokens, no MLP) in three forms (module doc),
+    and ours with the kernels off, whose matmuls are ours' (the kernels have none) and which, unlike a
+    compiled call, runs under a TorchDispatchMode."""
     setting = dict(part="train", model="gpt2", precision="bf16", projection=False, loss="all")
     net, opt = build("ours", setting, "cpu")
     ids, labels = batch(setting, FULL, "cpu")
     compiled = torch.compile(net.hidden_states, dynamic=False)
 
-    def form(body, ours: bool):
+    def form(body, linear_on: bool, kernels_on: bool):
         def step():
-            fast_linear.ENABLED = kernels.ENABLED = ours
+            fast_linear.ENABLED, kernels.ENABLED = linear_on, kernels_on
             loss = target_loss(net.model, body(ids), labels, reduction="mean")
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
         return step
 
-    return [("PyTorch eager (MKL matmuls, eager elementwise)", form(net.hidden_states, False)),
-            ("transformer body under torch.compile (MKL matmuls, inductor's fusion)", form(compiled, False)),
-            ("ours (oneDNN packed matmuls, the fused kernels)", form(net.hidden_states, True))]
+    return ([("PyTorch eager (MKL matmuls, eager elementwise)", form(net.hidden_states, False, False)),
+             ("transformer body under torch.compile (MKL matmuls, inductor's fusion)", form(compiled, False, False)),
+             ("ours (oneDNN packed matmuls, the fused kernels)", form(net.hidden_states, True, True))],
+            form(net.hidden_states, True, False))
+
+
+MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.bmm.default, torch.ops.aten.addmm.default,
+           torch.ops.aten.baddbmm.default, torch.ops.mkldnn._linear_pointwise.default}
+
+
+class _Matmuls(TorchDispatchMode):
+    """Records the matmul calls made under it: (op, operands, keyword arguments), in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in MATMULS:  # detached: replayed with autograd watching, oneDNN's op takes a slow path
+            self.calls.append((func, [a.detach() if isinstance(a, torch.Tensor) else a for a in args], kwargs))
+        return func(*args, **kwargs)
+
+
+def matmuls_alone(step) -> tuple[int, float]:
+    """(number of matmul calls, median ms of replaying them): the matmuls one call of `step` makes, each
+    op called again on the same operands in the same order, nothing else (a floor for the step)."""
+    with _Matmuls() as recorded:
+        step()
+
+    def replay():
+        for func, args, kwargs in recorded.calls:
+            func(*args, **kwargs)
+    return len(recorded.calls), median_ms(dict(replay=replay))["replay"]
 
 
 def main(argv=None) -> None:
@@ -104,11 +140,14 @@ def main(argv=None) -> None:
         for label, fn in cases():
             ms = median_ms(dict(eager=switched(fn, False), kernels=switched(fn, True)))
             lines.append(f"| {label} | {ms['eager']:.2f} | {ms['kernels']:.2f} | **{ms['eager'] / ms['kernels']:.2f}×** |")
-        forms = step_forms()
+        forms, ours_eager = step_forms()
         ms = median_ms(dict(forms))
         base = ms[forms[0][0]]
         lines += ["", "| gpt2 bf16 training step, loss on all tokens | ms | speed-up over eager |", "|---|---|---|"]
         lines += [f"| {label} | {ms[label]:.1f} | **{base / ms[label]:.2f}×** |" for label, _ in forms]
+        n, floor = matmuls_alone(ours_eager)
+        lines.append(f"| ours' matmuls alone ({n} calls replayed: {100 * floor / ms[forms[-1][0]]:.0f}% of ours' "
+                     f"step) | {floor:.1f} | **{base / floor:.2f}×** |")
     finally:
         kernels.ENABLED, fast_linear.ENABLED = enabled, linear_enabled
     if kernels._broken:
