@@ -106,9 +106,11 @@ def matmul(x: torch.Tensor, weight: torch.Tensor, *, pack: bool) -> torch.Tensor
     """`x @ weight`: x (..., out), weight (out, in) -> (..., in), the product that carries a linear
     layer's gradient to its input; oneDNN when `fast`. `pack`: pack a bf16 weight for this product too,
     which pays for the output layer in the loss (1.5x) but not for the blocks' layers (1.0x: not worth a
-    copy of their weights; there a bf16 product is left to PyTorch, which is as fast). Not differentiable
-    through the fast path (for use inside a backward)."""
-    if fast(x, weight) and (pack or x.dtype == torch.float32):
+    copy of their weights; there a bf16 product is left to PyTorch, which is as fast). Meant for use inside
+    a backward; an input that autograd tracks gets the plain, differentiable product (oneDNN's op has no
+    derivative, and called with autograd watching it also runs 10-5000x slower)."""
+    tracked = torch.is_grad_enabled() and x.requires_grad
+    if fast(x, weight) and (pack or x.dtype == torch.float32) and not tracked:
         return _mm(x, weight, None, transposed=True, pack=pack)
     return x @ weight
 
