@@ -1,8 +1,10 @@
 """Hugging Face GPT-2 checkpoints: resolve (local dir or hub id), load with strict key checks, save.
 
 HF's GPT-2 stores its four projection matrices as `Conv1D` weights shaped (in, out); `nn.Linear` keeps
-(out, in), so exactly these four are transposed on the way in and out. `lm_head.weight` is tied to
-`wte.weight` and not stored.
+(out, in), so exactly these four are transposed on the way in and out. Loaded, they are made contiguous
+(row-major (out, in), one tensor at a time): a transposed view would do the same arithmetic, but on CPU
+the forward product is up to 15% slower with it, and packing it for oneDNN needs a copy anyway.
+`lm_head.weight` is tied to `wte.weight` and not stored.
 """
 from __future__ import annotations
 
@@ -104,6 +106,11 @@ def from_hf_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def contiguous(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`v` as a contiguous tensor of `dtype`, in one copy at most (`v` itself if it already is one)."""
+    return v.contiguous() if v.dtype == dtype else v.to(dtype, memory_format=torch.contiguous_format)
+
+
 def check_keys(expected: dict[str, torch.Size], got: dict[str, torch.Tensor], source: str) -> None:
     """Raise a CheckpointError naming every missing, unexpected and mis-shaped key."""
     missing = sorted(set(expected) - set(got))
@@ -134,7 +141,9 @@ def load_pretrained(cls, name_or_path, *, dtype=None, device=None):
     expected = {k: v.shape for k, v in model.state_dict().items() if k != "lm_head.weight"}
     check_keys(expected, sd, str(directory))
     dtype = dtype or torch.float32
-    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False, assign=True)
+    # popped one at a time, so that each checkpoint tensor is freed once its converted copy exists
+    state = {k: contiguous(sd.pop(k), dtype) for k in list(sd)}
+    model.load_state_dict(state, strict=False, assign=True)
     model.lm_head.weight = model.transformer.wte.weight  # re-tie after assign
     model.eval()  # like transformers: dropout off until the caller trains
     return model.to(device=device) if device is not None else model

@@ -104,3 +104,14 @@ def test_dtype_and_config_validation(tiny_dir):
         GPTConfig.from_name("gpt3")
     with pytest.raises(ValueError, match="model_type='llama'"):
         GPTConfig.from_hf({"model_type": "llama"})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_loaded_weights_are_contiguous_and_equal_the_checkpoint(tiny_dir, dtype):
+    """Conv1D weights (in, out) arrive as row-major (out, in) copies, not transposed views."""
+    m = GPT.from_pretrained(tiny_dir, dtype=dtype)
+    assert all(p.is_contiguous() for p in m.parameters())
+    sd = load_file(str(tiny_dir / "model.safetensors"))
+    for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+        ours = m.get_submodule(f"transformer.h.1.{name}").weight
+        assert torch.equal(ours, sd[f"transformer.h.1.{name}.weight"].t().to(dtype))
