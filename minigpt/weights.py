@@ -3,7 +3,8 @@
 HF's GPT-2 stores its four projection matrices as `Conv1D` weights shaped (in, out); `nn.Linear` keeps
 (out, in), so exactly these four are transposed on the way in and out. Loaded, they are made contiguous
 (row-major (out, in), one tensor at a time): a transposed view would do the same arithmetic, but on CPU
-the forward product is up to 15% slower with it, and packing it for oneDNN needs a copy anyway.
+the forward product is up to 15% slower with it, and packing it for oneDNN needs a copy anyway. Every
+tensor is copied out of the file (`owned_copy`), so that the file's mapping is released after loading.
 `lm_head.weight` is tied to `wte.weight` and not stored.
 """
 from __future__ import annotations
@@ -106,9 +107,11 @@ def from_hf_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def contiguous(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`v` as a contiguous tensor of `dtype`, in one copy at most (`v` itself if it already is one)."""
-    return v.contiguous() if v.dtype == dtype else v.to(dtype, memory_format=torch.contiguous_format)
+def owned_copy(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A contiguous copy of `v` in `dtype`, with its own memory: a tensor read from a safetensors file is a
+    view of the file mapped into memory, and the pages of it that were read would stay resident for as
+    long as any one tensor of the file still points into the mapping."""
+    return torch.empty(v.shape, dtype=dtype).copy_(v)
 
 
 def check_keys(expected: dict[str, torch.Size], got: dict[str, torch.Tensor], source: str) -> None:
@@ -142,7 +145,7 @@ def load_pretrained(cls, name_or_path, *, dtype=None, device=None):
     check_keys(expected, sd, str(directory))
     dtype = dtype or torch.float32
     # popped one at a time, so that each checkpoint tensor is freed once its converted copy exists
-    state = {k: contiguous(sd.pop(k), dtype) for k in list(sd)}
+    state = {k: owned_copy(sd.pop(k), dtype) for k in list(sd)}
     model.load_state_dict(state, strict=False, assign=True)
     model.lm_head.weight = model.transformer.wte.weight  # re-tie after assign
     model.eval()  # like transformers: dropout off until the caller trains
