@@ -48,6 +48,7 @@ from bench.sections import write_section  # noqa: E402
 import minigpt.linear  # noqa: E402
 from experiments.train import IGNORE, target_loss  # noqa: E402
 from minigpt import GPT, GPTConfig  # noqa: E402
+from minigpt.weights import atomic_write  # noqa: E402
 from minigpt.config import PRESETS  # noqa: E402
 from prefix import PrefixConfig, PrefixTuner  # noqa: E402
 
@@ -399,9 +400,8 @@ def main(argv=None) -> None:
                 r["peak_mb"] = cpu_memory(r["setting"], cfg)
                 print(key(r["setting"]), "peak MB", {k: round(v) for k, v in r["peak_mb"].items()}, flush=True)
         data["results"].update(results)
-        tmp = out.with_suffix(".json.tmp")  # after each group, written whole, then renamed: nothing is lost
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(out)
+        text = json.dumps(data, indent=1)  # after each group, written whole, then renamed: nothing is lost
+        atomic_write(out, lambda tmp: Path(tmp).write_text(text))
     print(f"results: {out}")
     if args.quick:
         print(report([out], out.with_suffix(".md")))

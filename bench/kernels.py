@@ -20,6 +20,7 @@ the time a step would take if everything else in it were free.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import torch
@@ -42,6 +43,16 @@ def backward_of(fn, x: torch.Tensor, grad: torch.Tensor):
     return lambda: torch.autograd.grad(fn(x), x, grad)
 
 
+SETTING = dict(part="train", model="gpt2", precision="bf16", projection=False, loss="all")
+
+
+@functools.cache
+def gpt2_step() -> tuple:
+    """(net, optimizer, (ids, labels)) of bench.bench's gpt2 bf16 training step (loss on all tokens, no
+    MLP), built once for both tables."""
+    return *build("ours", SETTING, "cpu"), batch(SETTING, FULL, "cpu")
+
+
 def cases() -> list[tuple[str, callable]]:
     g = torch.Generator().manual_seed(0)
     h = torch.randn(B, T, 4 * C, generator=g).to(BF16).requires_grad_()  # one MLP's pre-activation
@@ -50,9 +61,7 @@ def cases() -> list[tuple[str, callable]]:
     hidden = torch.randn(B * (T - 1), C, generator=g).to(BF16).requires_grad_()
     weight = (0.02 * torch.randn(V, C, generator=g)).to(BF16)  # the tied output layer
     targets = torch.randint(0, V, (B * (T - 1),), generator=g)
-    setting = dict(part="train", model="gpt2", precision="bf16", projection=False, loss="all")
-    net, opt = build("ours", setting, "cpu")
-    data = batch(setting, FULL, "cpu")
+    net, opt, data = gpt2_step()
     return [
         (f"GELU, {B} x {T} x {4 * C}, forward + backward",
          backward_of(kernels.gelu, h, torch.randn_like(h))),
@@ -61,7 +70,7 @@ def cases() -> list[tuple[str, callable]]:
         (f"loss, {B * (T - 1)} rows in chunks of 128 (matmuls included), forward + backward",
          lambda: torch.autograd.grad(ChunkedCrossEntropy.apply(hidden, weight, targets, 128, True), hidden)),
         ("gpt2 training step (bench.bench, loss on all tokens, no MLP)",
-         lambda: run("ours", net, opt, setting, data, FULL["new"])),
+         lambda: run("ours", net, opt, SETTING, data, FULL["new"])),
     ]
 
 
@@ -76,9 +85,7 @@ def step_forms() -> tuple[list[tuple[str, callable]], callable]:
     """bench.bench's gpt2 bf16 training step (loss on all tokens, no MLP) in three forms (module doc),
     and ours with the kernels off, whose matmuls are ours' (the kernels have none) and which, unlike a
     compiled call, runs under a TorchDispatchMode."""
-    setting = dict(part="train", model="gpt2", precision="bf16", projection=False, loss="all")
-    net, opt = build("ours", setting, "cpu")
-    ids, labels = batch(setting, FULL, "cpu")
+    net, opt, (ids, labels) = gpt2_step()
     compiled = torch.compile(net.hidden_states, dynamic=False)
 
     def form(body, linear_on: bool, kernels_on: bool):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from minigpt.weights import atomic_write
+
 
 def write_section(md: Path, name: str, text: str) -> None:
     """Replace what `md` holds between its NAME markers by `text` (a new file gets just the section);
@@ -12,6 +14,5 @@ def write_section(md: Path, name: str, text: str) -> None:
     old = md.read_text() if md.exists() else f"# Benchmark results\n\n{begin}\n{end}\n"
     if begin not in old or end not in old:
         raise SystemExit(f"{md} has no {begin} ... {end} section to write into")
-    tmp = md.with_suffix(md.suffix + ".tmp")
-    tmp.write_text(old.split(begin)[0] + begin + "\n" + text + "\n" + end + old.split(end)[1])
-    tmp.replace(md)
+    new = old.split(begin)[0] + begin + "\n" + text + "\n" + end + old.split(end)[1]
+    atomic_write(md, lambda tmp: Path(tmp).write_text(new))
