@@ -10,7 +10,8 @@ The arithmetic is an ordinary fp32 or bf16 matmul (fp32 accumulation); only the 
 The fast path is taken when: CPU; weight and bias frozen (`requires_grad=False`); input and weight both
 fp32 or both bf16; autocast off; oneDNN present; and the environment variable `MINIGPT_ONEDNN` is not
 `0`. Otherwise, and for weights that train, it is `F.linear`. Gradients flow to the input. Packed copies
-cost memory (one per bf16 weight, two for the output layer) and are made only where they pay.
+cost memory (one per bf16 weight for the forward, a second once a backward has run) and are made only where
+they pay.
 
 A packed weight is remembered per weight tensor, with its storage address and version counter, so an
 in-place change (`with torch.no_grad(): w.copy_(...)`, an optimizer step, `load_state_dict`) repacks it.
@@ -89,7 +90,7 @@ class _FrozenLinear(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        return matmul(grad, weight, pack=False), None, None
+        return matmul(grad, weight, pack=True), None, None
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -104,10 +105,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 def matmul(x: torch.Tensor, weight: torch.Tensor, *, pack: bool) -> torch.Tensor:
     """`x @ weight`: x (..., out), weight (out, in) -> (..., in), the product that carries a linear
-    layer's gradient to its input; oneDNN when `fast`. `pack`: pack a bf16 weight for this product too,
-    which pays for the output layer in the loss (1.5x) but not for the blocks' layers (1.0x: not worth a
-    copy of their weights; there a bf16 product is left to PyTorch, which is as fast). Meant for use inside
-    a backward; an input that autograd tracks gets the plain, differentiable product (oneDNN's op has no
+    layer's gradient to its input; oneDNN when `fast`. `pack`: pack a bf16 weight for this product too (a
+    second packed copy, made on the first backward): 1.4x for the output layer in the loss, 1.03-1.08x for
+    the blocks' layers, 2% of a gpt2 bf16 training step (bench/RESULTS.md); unpacked, a bf16 product is
+    left to PyTorch, which is as fast as unpacked oneDNN. Meant for use inside a backward; an input that autograd tracks gets the plain, differentiable product (oneDNN's op has no
     derivative, and called with autograd watching it also runs 10-5000x slower)."""
     tracked = torch.is_grad_enabled() and x.requires_grad
     if fast(x, weight) and (pack or x.dtype == torch.float32) and not tracked:
