@@ -102,7 +102,7 @@ def build(side: str, s: dict, device: str):
         net = peft.get_peft_model(base, peft.PrefixTuningConfig(task_type="CAUSAL_LM", **kw))
     if s["part"] == "decode":
         return net.eval(), None
-    return net.train(), torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+    return net.train(), torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4, fused=True)
 
 
 def batch(s: dict, cfg: dict, device: str) -> tuple[torch.Tensor, torch.Tensor]:

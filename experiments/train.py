@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from minigpt.optim import adamw
 from minigpt.weights import atomic_write
 
 from .data import bucket_batches
@@ -115,7 +116,7 @@ def fit(net: nn.Module, objective, train_items: list, dev_items: list, cfg, run_
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp else (0, 1)
     master = rank == 0
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     hidden = net.hidden_states
     if ddp:
         from torch.nn.parallel import DistributedDataParallel

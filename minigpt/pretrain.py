@@ -31,6 +31,7 @@ from .allocator import keep_freed_memory
 from .config import GPTConfig
 from .datadir import find_data
 from .model import GPT
+from .optim import adamw
 from .tokenizer import EOT, load_tokenizer
 from .weights import atomic_write
 
@@ -198,9 +199,8 @@ def main(argv=None) -> dict:
     model = GPT(config).to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    opt = adamw([{"params": decay, "weight_decay": args.weight_decay},
+                 {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
     state_file = out / "train_state.pt"
     step, elapsed, tokens_seen, log, rng_state = 0, 0.0, 0, [], None
     if args.resume and state_file.exists():
