@@ -10,8 +10,9 @@ run in one process, alternating (the order flips every repeat), after warm-up; m
 Peak memory: on CPU, a fresh child process per setting and side, peak RSS while it trains or decodes
 (counter reset after loading) minus its RSS after imports; on GPU, torch.cuda.max_memory_allocated.
 
-Sides. Training: `ours` = PrefixTuner, loss from `hidden_states` + `lm_head` at the target positions only
-(as experiments/train.py does); in bf16 the frozen base is stored in bf16 (`GPT.from_pretrained(...,
+Sides. Training (AdamW with fused=True on both sides, as transformers' Trainer by default): `ours` =
+PrefixTuner, loss from `hidden_states` + `lm_head` at the target positions only (as experiments/train.py
+does); in bf16 the frozen base is stored in bf16 (`GPT.from_pretrained(...,
 dtype=torch.bfloat16)`) and the prefix stays fp32; on CPU its frozen linear layers run on oneDNN
 (minigpt/linear.py) and its GELU, attention softmax and loss run as compiled kernels (minigpt/kernels.py).
 `ours_autocast` = fp32 weights under bf16 autocast,
@@ -303,10 +304,18 @@ def machine(device: str) -> dict:
 
 # ---------------------------------------------------------------- report
 
+def runs(rows: list[dict]) -> list[tuple[str, str]]:
+    """The (command, date) of the runs that measured `rows`, in order of first appearance."""
+    return list(dict.fromkeys((r["command"], r["date"]) for r in rows))
+
+
 def table(rows: list[dict], mach: dict) -> list[str]:
-    """Markdown tables: training, then decoding; throughput in tokens/s (B x (T-1) or B x new tokens)."""
+    """Markdown tables: training, then decoding; throughput in tokens/s (B x (T-1) or B x new tokens); the
+    last column numbers the run that measured the row (`runs`)."""
     def cells(*xs):
         return "| " + " | ".join(xs) + " |"
+
+    run_no = {run: str(i + 1) for i, run in enumerate(runs(rows))}
 
     def n(x):
         return "–" if x is None else f"{x:,.0f}"
@@ -316,26 +325,29 @@ def table(rows: list[dict], mach: dict) -> list[str]:
     out = []
     if train:
         out += [cells("model", "precision", "MLP", "loss on", "ours tok/s", "PEFT tok/s", "ours / PEFT",
-                      "ours, autocast tok/s", "ours % of peak", "ours peak MB", "PEFT peak MB"), "|---" * 11 + "|"]
+                      "ours, autocast tok/s", "ours % of peak", "ours peak MB", "PEFT peak MB", "run"),
+                "|---" * 12 + "|"]
         for r in train:
             s, m = r["setting"], r["peak_mb"]
             tps = {k: r["tokens"] / v for k, v in r["seconds"].items()}
-            pct = 100 * r["flops"]["ours"] / r["seconds"]["ours"] / 1e9 / mach["peak_gflops"][s["precision"]]
+            peak = r.get("peak_gflops", mach["peak_gflops"])[s["precision"]]  # as measured in the row's run
+            pct = 100 * r["flops"]["ours"] / r["seconds"]["ours"] / 1e9 / peak
             out.append(cells(s["model"], s["precision"], "yes" if s["projection"] else "no", s["loss"],
                              n(tps["ours"]), n(tps["peft"]), f"**{tps['ours'] / tps['peft']:.2f}×**",
-                             n(tps.get("ours_autocast")), f"{pct:.0f}%", n(m.get("ours")), n(m.get("peft"))))
+                             n(tps.get("ours_autocast")), f"{pct:.0f}%", n(m.get("ours")), n(m.get("peft")),
+                             run_no[r["command"], r["date"]]))
         out.append("")
     if decode:
         out += [cells("model", "precision", "beams", "ours tok/s", "hf + prefix cache tok/s", "ours / hf",
                       "same tokens", "PeftModel.generate tok/s", "it uses the prefix", "ours peak MB",
-                      "hf peak MB"), "|---" * 11 + "|"]
+                      "hf peak MB", "run"), "|---" * 12 + "|"]
         for r in decode:
             s, m = r["setting"], r["peak_mb"]
             tps = {k: r["tokens"] / v for k, v in r["seconds"].items()}
             out.append(cells(s["model"], s["precision"], str(s["beams"]), n(tps["ours"]), n(tps["hf"]),
                              f"**{tps['ours'] / tps['hf']:.2f}×**", "yes" if r["same_tokens_ours_hf"] else "no",
                              n(tps["peft"]), "yes" if r["peft_conditioned"] else "**no**",
-                             n(m.get("ours")), n(m.get("hf"))))
+                             n(m.get("ours")), n(m.get("hf")), run_no[r["command"], r["date"]]))
     return out
 
 
@@ -344,13 +356,14 @@ def report(files: list[Path], md: Path) -> str:
     lines = []
     for f in files:
         data = json.loads(f.read_text())
-        m = data["machine"]
+        m, rows = data["machine"], list(data["results"].values())
         lines += [f"### {m['device'].upper()}: {m['name']}", "",
                   f"torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}, Python {m['python']}; "
-                  f"{m['date']}; measured matmul peak {m['peak_gflops']['fp32']:,.0f} GFLOP/s fp32, "
-                  f"{m['peak_gflops']['bf16']:,.0f} GFLOP/s bf16; load average at start {m['load_average']:.1f}.  ",
-                  "Commands: " + ", ".join(f"`{c}`" for c in data["commands"]), ""]
-        lines += table(list(data["results"].values()), m) + [""]
+                  f"latest run {m['date']}; measured matmul peak then {m['peak_gflops']['fp32']:,.0f} GFLOP/s fp32, "
+                  f"{m['peak_gflops']['bf16']:,.0f} GFLOP/s bf16 (a row's % of peak uses the peak measured in its own run where recorded); load "
+                  f"average at start {m['load_average']:.1f}.  ", "Runs (last column of the tables): "
+                  + "; ".join(f"{i + 1} = `{c}` ({d})" for i, (c, d) in enumerate(runs(rows))), ""]
+        lines += table(rows, m) + [""]
     text = "\n".join(lines)
     write_section(md, "GENERATED", text)
     return text
@@ -387,14 +400,17 @@ def main(argv=None) -> None:
     data = json.loads(out.read_text()) if out.exists() else {"results": {}}
     data["machine"] = machine(args.device)
     command = "python -m bench.bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    data["commands"] = [c for c in data.get("commands", []) if c != command] + [command]
     todo = settings(args, cfg)
     groups = {}
     for s in todo:  # settings that differ only in loss or beams share their models
         groups.setdefault((s["part"], s["model"], s["precision"], s.get("projection")), []).append(s)
     for group in groups.values():
-        results = ({key(s): data["results"][key(s)] for s in group} if args.no_timing
-                   else time_group(group, cfg, args.device))
+        if args.no_timing:
+            results = {key(s): data["results"][key(s)] for s in group}
+        else:  # each row records the run that measured it
+            results = time_group(group, cfg, args.device)
+            for r in results.values():
+                r.update(command=command, date=data["machine"]["date"], peak_gflops=data["machine"]["peak_gflops"])
         if args.device == "cpu" and not args.no_memory:
             for r in results.values():
                 r["peak_mb"] = cpu_memory(r["setting"], cfg)

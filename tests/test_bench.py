@@ -29,3 +29,6 @@ def test_quick_bench_times_every_setting_and_decodes_like_transformers():
         if r["setting"]["precision"] == "fp32":
             assert r["same_tokens_ours_hf"], r["setting"]  # prefix-conditioned decoding, token for token
     assert "| tiny | fp32 | 1 |" in out.stdout  # the tables are printed
+    for r in results.values():  # each row names the run that measured it, and the tables say so
+        assert r["command"] == "python -m bench.bench --quick --no-memory" and r["date"], r["setting"]
+    assert "Runs (last column of the tables): 1 = `python -m bench.bench --quick --no-memory`" in out.stdout
