@@ -66,7 +66,7 @@ def measure(dtype: torch.dtype) -> list[tuple[str, float, float]]:
         xs = {w.shape[d]: torch.randn(n, w.shape[d], generator=g).to(dtype) for w in ws}
         if grad:  # dy @ W: the product that carries the gradient to the layer's input
             fns = dict(default=lambda: [xs[w.shape[d]] @ w for w in ws],
-                       ours=lambda: [fast.matmul(xs[w.shape[d]], w, pack=True) for w in ws])  # as the model
+                       ours=lambda: [fast.matmul(xs[w.shape[d]], w) for w in ws])  # as the model
         else:
             fns = dict(default=lambda: [F.linear(xs[w.shape[d]], w) for w in ws],
                        ours=lambda: [fast.linear(xs[w.shape[d]], w) for w in ws])

@@ -59,11 +59,11 @@ def clear_packed() -> None:
     _PACKED.clear()
 
 
-def _weight(weight: torch.Tensor, transposed: bool, pack: bool) -> torch.Tensor:
-    """The oneDNN weight operand for `x @ weight.T` (or `x @ weight` if transposed): if `pack` and bf16,
-    packed once into oneDNN's blocked layout and remembered; otherwise the dense tensor itself."""
+def _weight(weight: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """The oneDNN weight operand for `x @ weight.T` (or `x @ weight` if transposed): in bf16, packed once
+    into oneDNN's blocked layout and remembered; in fp32, the dense tensor itself."""
     w = weight.t() if transposed else weight  # (out, in) as oneDNN expects
-    if not pack or weight.dtype != torch.bfloat16:
+    if weight.dtype != torch.bfloat16:
         return w
     key = (weight.data_ptr(), weight._version)
     slot = _PACKED.setdefault(weight, {})
@@ -73,9 +73,8 @@ def _weight(weight: torch.Tensor, transposed: bool, pack: bool) -> torch.Tensor:
     return slot[transposed][2]
 
 
-def _mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool,
-        pack: bool) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, _weight(weight, transposed, pack), bias, "none", [], "")
+def _mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, _weight(weight, transposed), bias, "none", [], "")
 
 
 class _FrozenLinear(torch.autograd.Function):
@@ -84,13 +83,13 @@ class _FrozenLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(weight)
-        return _mm(x, weight, bias, transposed=False, pack=True)
+        return _mm(x, weight, bias, transposed=False)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        return matmul(grad, weight, pack=True), None, None
+        return matmul(grad, weight), None, None
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -100,19 +99,18 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and x.requires_grad:
         return _FrozenLinear.apply(x, weight, bias)
-    return _mm(x, weight, bias, transposed=False, pack=True)  # no graph to record (decoding): skip autograd
+    return _mm(x, weight, bias, transposed=False)  # no graph to record (decoding): skip autograd
 
 
-def matmul(x: torch.Tensor, weight: torch.Tensor, *, pack: bool) -> torch.Tensor:
+def matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """`x @ weight`: x (..., out), weight (out, in) -> (..., in), the product that carries a linear
-    layer's gradient to its input; oneDNN when `fast`. `pack`: pack a bf16 weight for this product too (a
-    second packed copy, made on the first backward): 1.4x for the output layer in the loss, 1.03-1.08x for
-    the blocks' layers, 2% of a gpt2 bf16 training step (bench/RESULTS.md); unpacked, a bf16 product is
-    left to PyTorch, which is as fast as unpacked oneDNN. Meant for use inside a backward; an input that autograd tracks gets the plain, differentiable product (oneDNN's op has no
-    derivative, and called with autograd watching it also runs 10-5000x slower)."""
-    tracked = torch.is_grad_enabled() and x.requires_grad
-    if fast(x, weight) and (pack or x.dtype == torch.float32) and not tracked:
-        return _mm(x, weight, None, transposed=True, pack=pack)
+    layer's gradient to its input; oneDNN when `fast`, a bf16 weight packed for this product too (a second
+    packed copy, made on the first backward): 1.4x for the output layer in the loss, 1.03-1.08x for the
+    blocks' layers, 2% of a gpt2 bf16 training step (bench/RESULTS.md). Meant for use inside a backward;
+    an input that autograd tracks gets the plain, differentiable product (oneDNN's op has no derivative,
+    and called with autograd watching it also runs 10-5000x slower)."""
+    if fast(x, weight) and not (torch.is_grad_enabled() and x.requires_grad):
+        return _mm(x, weight, None, transposed=True)
     return x @ weight
 
 

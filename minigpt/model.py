@@ -49,7 +49,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             del logits  # freed before the next chunk's are made, so that they reuse its memory
             total += loss.sum()
             if need_h:
-                grad_h[i:i + chunk] = matmul(g, weight, pack=True)
+                grad_h[i:i + chunk] = matmul(g, weight)
             if need_w:
                 grad_w += g.t() @ h
         ctx.save_for_backward(grad_h, grad_w)
