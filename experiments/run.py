@@ -76,8 +76,8 @@ def git_commit() -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, cwd=Path(__file__).parent).stdout.strip()
         return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without git: the copier may say
+        return os.environ.get("EXPERIMENT_COMMIT", "unknown")
 
 
 COMMIT = git_commit()  # the code this process runs, even if the checkout moves on during a long sweep

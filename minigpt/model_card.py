@@ -29,10 +29,16 @@ PROMPTS = ["It was a dark and stormy night", "The little girl looked at the", "H
 
 def plot_loss(log: list[dict], unigram: float, out: Path) -> None:
     train = [(r["tokens"], r["train_loss"]) for r in log if "train_loss" in r]
-    val = [(r["tokens"], r["val_loss"]) for r in log if "val_loss" in r]
+    val = [r for r in log if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([t / 1e6 for t, _ in train], [v for _, v in train], lw=0.8, alpha=0.7, label="train (batch)")
-    ax.plot([t / 1e6 for t, _ in val], [v for _, v in val], "o-", label="validation (held-out books)")
+    by_source = val[-1].get("val_loss_by_source") if val else None
+    if by_source and len(by_source) > 1:  # a mixture: each source's held-out loss
+        for name in by_source:
+            ax.plot([r["tokens"] / 1e6 for r in val], [r["val_loss_by_source"][name] for r in val], "o-", ms=3,
+                    label=f"validation: {name}")
+    ax.plot([r["tokens"] / 1e6 for r in val], [r["val_loss"] for r in val], "o-",
+            label="validation (weighted mean)" if by_source and len(by_source) > 1 else "validation (held-out text)")
     ax.axhline(unigram, ls="--", c="gray", label=f"unigram baseline ({unigram:.2f})")
     ax.set(xlabel="tokens seen (millions)", ylabel="loss (nats/token)", ylim=(2.5, 11), title="Pretraining loss")
     ax.legend()
@@ -54,6 +60,36 @@ def samples(model: GPT) -> list[dict]:
     return out
 
 
+def data_lines(m: dict) -> list[str]:
+    sources = m.get("sources")
+    if not sources:  # a run from before mixtures: one corpus of books
+        return [f"`corpus/gutenberg` (426 public-domain English books): {m['train_tokens']:,} training tokens "
+                f"from the `train/` books; validation on the {m['val_tokens']:,} tokens of the 13 held-out `val/` "
+                "books (split by book, `index.tsv`)."]
+    lines = ["A mixture of sources; each training row is drawn from a source with the probability given.", "",
+             "| source | path | weight | training tokens | files | validation tokens |", "|---|---|---|---|---|---|"]
+    lines += [f"| {d['name']} | `{d['path']}` | {d['weight']:.3f} | {d['train_tokens']:,} | {d['train_files']} | "
+              f"{d['val_tokens']:,} |" for d in sources]
+    return lines
+
+
+def result_lines(m: dict, card: dict, c: dict) -> list[str]:
+    lines = ["| | loss (nats/token) | perplexity | unigram baseline |", "|---|---|---|---|"]
+    for d in m.get("sources") or []:
+        lines.append(f"| validation: {d['name']} ({m['config']['eval_windows']} windows of "
+                     f"{m['config']['block_size']} tokens) | {d['val_loss']:.3f} | {math.exp(d['val_loss']):.1f} | "
+                     f"{d['unigram_val_loss']:.3f} |")
+    what = "weighted mean over sources" if m.get("sources") else f"validation books ({m['eval_windows']} windows)"
+    lines.append(f"| {what} | {m['val_loss']:.3f} | {m['val_ppl']:.1f} | {m['unigram_val_loss']:.3f} |")
+    if "val_slice_loss" in card:
+        lines.append(f"| fixed slice of the Gutenberg validation books (`val_slice_loss` in `model_card.json`, "
+                     f"checked by the tests) | {card['val_slice_loss']:.3f} | {math.exp(card['val_slice_loss']):.1f} | |")
+    lines.append("")
+    lines.append("Unigram baseline: add-one smoothed counts of the source's training tokens, scored on all of its "
+                 "validation tokens.")
+    return lines
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
@@ -67,9 +103,11 @@ def main(argv=None) -> None:
     log = [json.loads(line) for line in (ckpt / "pretrain_log.jsonl").read_text().splitlines()]
     corpus = Path(args.corpus) if args.corpus else find_data("corpus/gutenberg")
     model = GPT.from_pretrained(ckpt).eval()
-    card = {"val_slice_loss": slice_loss(model, corpus), "val_slice": "first 20,000 characters of the first 4 "
-            "val books (sorted by file name), 256-token windows, fp32 (minigpt.pretrain.slice_loss)",
-            "samples": samples(model)}
+    card = {"samples": samples(model)}
+    if corpus is not None and corpus.exists():
+        card = {"val_slice_loss": slice_loss(model, corpus), "val_slice": "first 20,000 characters of the first 4 "
+                "val books of corpus/gutenberg (sorted by file name), 256-token windows, fp32 "
+                "(minigpt.pretrain.slice_loss)", **card}
     atomic_write(ckpt / "model_card.json", lambda t: Path(t).write_text(json.dumps(card, indent=2) + "\n"))
     plot_loss(log, m["unigram_val_loss"], ckpt / "loss_curve.png")
     c = json.loads((ckpt / "config.json").read_text())
@@ -77,15 +115,15 @@ def main(argv=None) -> None:
     lines = [
         f"# {ckpt.name}", "",
         f"A GPT-2-architecture model ({m['parameters'] / 1e6:.1f}M parameters: {c['n_layer']} layers, "
-        f"{c['n_head']} heads, {c['n_embd']} wide, {c['n_positions']} positions, GPT-2's 50,257-token BPE) "
-        "pretrained from scratch by this project so that everything runs offline. It loads with "
+        f"{c['n_head']} heads, {c['n_embd']} wide, {c['n_positions']} positions, GPT-2's 50,257-token BPE; "
+        f"{m.get('non_embedding_parameters', 0) / 1e6:.1f}M outside the embeddings) pretrained by this project "
+        "so that everything runs offline. It loads with "
         "`minigpt.GPT.from_pretrained` and with `transformers.GPT2LMHeadModel.from_pretrained`.", "",
-        "## Data", "",
-        f"`corpus/gutenberg` (426 public-domain English books): {m['train_tokens']:,} training tokens from the "
-        f"`train/` books; validation on the {m['val_tokens']:,} tokens of the 13 held-out `val/` books "
-        "(split by book, `index.tsv`).", "",
+        "## Data", "", *data_lines(m), "",
         "## Training", "",
         f"- command: `{args.command}`",
+        *([f"- initialized from `{m['config']['init_from']}` (continued pretraining; the counts below are this "
+           "run's alone)"] if m.get("config", {}).get("init_from") else []),
         f"- hardware: {args.hardware}",
         f"- steps: {m['steps']:,}; tokens seen: {m['tokens_seen']:,} (~{m['tokens_seen'] / m['train_tokens']:.1f} "
         "epochs)",
@@ -94,14 +132,7 @@ def main(argv=None) -> None:
     if args.notes:
         lines += [args.notes, ""]
     lines += [
-        "## Results", "",
-        "| | loss (nats/token) | perplexity |", "|---|---|---|",
-        f"| this model, validation books ({m['eval_windows']} windows of {c['n_positions']} tokens) | "
-        f"{m['val_loss']:.3f} | {m['val_ppl']:.1f} |",
-        f"| unigram baseline (add-one smoothed train counts), all validation tokens | {m['unigram_val_loss']:.3f} | "
-        f"{math.exp(m['unigram_val_loss']):.0f} |",
-        f"| this model, fixed slice (`val_slice_loss` in `model_card.json`, checked by the tests) | "
-        f"{card['val_slice_loss']:.3f} | {math.exp(card['val_slice_loss']):.1f} |", "",
+        "## Results", "", *result_lines(m, card, c), "",
         "![loss curve](loss_curve.png)", "",
         "## Samples", ""]
     for s in card["samples"]:

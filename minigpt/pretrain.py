@@ -1,11 +1,14 @@
-"""Pretrain a GPT-2-architecture model from scratch on a folder of text files.
+"""Pretrain a GPT-2-architecture model on a mixture of text corpora (or continue a pretrained one).
 
-    python -m minigpt.pretrain --corpus ../shared/data/corpus/gutenberg --out checkpoints/my-gpt
+    python -m minigpt.pretrain --out runs/my-gpt          # books + Wikipedia + movie reviews (DEFAULT_MIXTURE)
+    python -m minigpt.pretrain --out runs/my-gpt --source books=path/to/txt:0.5 --source web=dump.jsonl.gz:0.5
+    python -m minigpt.pretrain --out runs/more --init-from checkpoints/minigpt-gutenberg --max-seconds 600
     torchrun --nproc_per_node=4 -m minigpt.pretrain ...      # DDP over GPUs (or CPU processes, gloo)
 
-The corpus is tokenized once into uint16 shards (cached next to the output). Training samples random
-windows, uses AdamW with warmup + cosine decay, gradient clipping and accumulation, bf16 autocast where
-supported, evaluates a fixed set of validation windows, and writes atomic checkpoints (`--resume`).
+Each source is tokenized once into uint16 shards (cached under --cache-dir, keyed on the files'
+contents; minigpt/mixture.py). Training draws each row's source by weight and a random window of it, uses AdamW with warmup + cosine decay, gradient clipping and accumulation, bf16 autocast where
+supported, evaluates fixed validation windows of every source (the loss per source and their weighted mean),
+and writes atomic checkpoints (`--resume`; Ctrl-C saves one too).
 The schedule can be step-based (`--max-steps`) or time-based (`--max-seconds`: the cosine runs over
 wall-clock time, so a fixed budget ends exactly at the bottom of the schedule). The result is saved in
 Hugging Face GPT-2 format with a loss curve and metrics.
@@ -14,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import math
 import os
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,71 +35,37 @@ from .config import GPTConfig
 from .datadir import find_data
 from .model import GPT
 from .optim import adamw
-from .tokenizer import EOT, load_tokenizer
+from .mixture import Mixture, Source, split_files, unigram_loss, val_windows
+from .tokenizer import load_tokenizer
 from .weights import atomic_write
 
 
 # ---------------------------------------------------------------- data
+DEFAULT_MIXTURE = ("gutenberg=corpus/gutenberg:0.35", "wikipedia=corpus/wikipedia:0.3", "imdb=corpus/imdb:0.35")
+
+
+def resolve_sources(specs: list[str] | None, corpus: str | None) -> list[Source]:
+    """The mixture's sources: `--source` specs, else `--corpus` alone, else DEFAULT_MIXTURE from the data
+    directory. A relative path that does not exist is looked up in the data directory too."""
+    if specs and corpus:
+        raise ValueError("pass either --corpus (one source) or --source (a mixture), not both")
+    specs = specs or ([corpus] if corpus else list(DEFAULT_MIXTURE))
+    sources = []
+    for spec in specs:
+        s = Source.parse(spec)
+        if not s.path.exists() and not s.path.is_absolute():
+            found = find_data(str(s.path))
+            if found is None:
+                raise FileNotFoundError(f"corpus source {s.path} not found here or in the data directory; "
+                                        "pass an existing path or set DATA_DIR")
+            s.path = found
+        sources.append(s)
+    return sources
+
+
 def corpus_files(corpus: Path) -> tuple[list[Path], list[Path] | None]:
-    """(train files, val files); val is None when the corpus has no `val/` folder."""
-    if (corpus / "train").is_dir():
-        val = sorted((corpus / "val").glob("*.txt")) if (corpus / "val").is_dir() else None
-        return sorted((corpus / "train").glob("*.txt")), val
-    if corpus.is_file():
-        return [corpus], None
-    return sorted(corpus.glob("*.txt")), None
-
-
-def tokenize_files(files: list[Path], out: Path, desc: str) -> np.ndarray:
-    """Encode files (each followed by <|endoftext|>) into a uint16 array cached at `out`."""
-    if out.exists():
-        return np.memmap(out, dtype=np.uint16, mode="r")
-    enc = load_tokenizer()
-    chunks = []
-    for f in tqdm(files, desc=f"tokenizing {desc}", unit="file"):
-        text = f.read_text(encoding="utf-8")
-        paras = [p for p in text.split("\n") if p.strip()]
-        ids = [t for part in enc.encode_ordinary_batch(paras, num_threads=os.cpu_count() or 1)
-               for t in part + [198]]  # paragraphs keep their newline
-        chunks.append(np.array(ids + [EOT], dtype=np.uint16))
-    arr = np.concatenate(chunks) if chunks else np.zeros(0, np.uint16)
-    atomic_write(out, lambda t: arr.tofile(t))
-    return np.memmap(out, dtype=np.uint16, mode="r")
-
-
-def load_corpus(corpus: Path, cache_dir: Path, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    train_files, val_files = corpus_files(corpus)
-    if not train_files:
-        raise FileNotFoundError(f"no .txt files under {corpus}")
-    key = hashlib.sha1("\n".join(f"{f.name}:{f.stat().st_size}" for f in train_files + (val_files or []))
-                       .encode()).hexdigest()[:12]
-    cache = cache_dir / f"{corpus.name}-{key}"
-    train = tokenize_files(train_files, cache / "train.bin", "train")
-    if val_files:
-        return train, tokenize_files(val_files, cache / "val.bin", "val")
-    cut = int(len(train) * (1 - val_fraction))  # single-file corpora: the last tokens validate
-    return train[:cut], train[cut:]
-
-
-def unigram_loss(train: np.ndarray, val: np.ndarray, vocab: int = 50257) -> float:
-    """Cross-entropy (nats/token) of `val` under add-one-smoothed unigram counts of `train`."""
-    counts = np.bincount(train, minlength=vocab).astype(np.float64) + 1.0
-    logp = np.log(counts / counts.sum())
-    return float(-logp[np.asarray(val, dtype=np.int64)].mean())
-
-
-def random_batch(data: np.ndarray, batch: int, block: int, gen: np.random.Generator, device) -> tuple:
-    starts = gen.integers(0, len(data) - block - 1, size=batch)
-    x = np.stack([data[s:s + block + 1].astype(np.int64) for s in starts])
-    x = torch.from_numpy(x).to(device, non_blocking=True)
-    return x[:, :-1], x[:, 1:]
-
-
-def val_windows(data: np.ndarray, block: int, n: int) -> torch.Tensor:
-    """`n` evenly spaced (block + 1)-token windows of the validation tokens (fixed across runs)."""
-    n = max(1, min(n, (len(data) - 1) // (block + 1)))
-    starts = np.linspace(0, len(data) - block - 2, n).astype(np.int64)
-    return torch.from_numpy(np.stack([data[s:s + block + 1].astype(np.int64) for s in starts]))
+    """(train files, val files) of one source; val is None when it has no split of its own."""
+    return split_files(corpus)
 
 
 @torch.no_grad()
@@ -129,81 +98,167 @@ def autocast_for(device: torch.device, bf16: bool):
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def positive(kind):
+    """argparse type: a finite number > 0 of `kind` (int or float)."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not (v > 0 and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+        return v
+    return parse
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", default=None, help="folder of .txt files, or with train/ and val/ folders "
-                   "(default: corpus/gutenberg in the data directory)")
-    p.add_argument("--out", default="checkpoints/minigpt-gutenberg")
+    p.add_argument("--source", action="append", default=None, metavar="NAME=PATH[:WEIGHT]",
+                   help="a corpus of the mixture (repeat for several; see minigpt/mixture.py for the layouts). "
+                   "Default: " + " ".join(DEFAULT_MIXTURE) + " from the data directory")
+    p.add_argument("--corpus", default=None, help="train on this one source alone (a folder or file)")
+    p.add_argument("--out", required=True, help="output directory; one that holds a run is refused unless "
+                   "--resume or --overwrite is given")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds a run")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pt (must exist)")
+    p.add_argument("--init-from", default=None, help="start from this checkpoint's weights (continued "
+                   "pretraining); its shape replaces --n-layer/--n-head/--n-embd")
     p.add_argument("--cache-dir", default=".cache/pretrain", help="where token shards are cached")
-    p.add_argument("--n-layer", type=int, default=8)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=256)
-    p.add_argument("--block-size", type=int, default=512, help="training context (= n_positions)")
+    p.add_argument("--n-layer", type=positive(int), default=8)
+    p.add_argument("--n-head", type=positive(int), default=4)
+    p.add_argument("--n-embd", type=positive(int), default=256)
+    p.add_argument("--block-size", type=positive(int), default=512, help="training context (= n_positions)")
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per micro-batch per process")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=positive(int), default=16, help="sequences per micro-batch per process")
+    p.add_argument("--grad-accum", type=positive(int), default=1)
+    p.add_argument("--lr", type=positive(float), default=1e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, default=2000)
-    p.add_argument("--max-seconds", type=float, default=None, help="time-based schedule and budget")
-    p.add_argument("--stop-after-steps", type=int, default=None,
+    p.add_argument("--grad-clip", type=positive(float), default=1.0)
+    p.add_argument("--max-steps", type=positive(int), default=2000)
+    p.add_argument("--max-seconds", type=positive(float), default=None, help="time-based schedule and budget")
+    p.add_argument("--stop-after-steps", type=positive(int), default=None,
                    help="checkpoint and stop after this many steps of this invocation (continue with --resume)")
-    p.add_argument("--eval-interval", type=int, default=200)
-    p.add_argument("--eval-windows", type=int, default=200)
-    p.add_argument("--ckpt-interval", type=int, default=500)
+    p.add_argument("--eval-interval", type=positive(int), default=200)
+    p.add_argument("--eval-windows", type=positive(int), default=200, help="validation windows per source")
+    p.add_argument("--ckpt-interval", type=positive(int), default=500)
     p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in fp32")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model and loss")
     p.add_argument("--save-dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pt")
     p.add_argument("--device", default=None)
     return p.parse_args(argv)
 
 
+# settings that may change between an interrupted run and its resumption
+RESUMABLE = {"resume", "overwrite", "stop_after_steps", "device", "cache_dir"}
+
+
+def check_out_dir(args: argparse.Namespace) -> Path:
+    """Refuse to overwrite a run, to resume nothing, or to resume with other settings."""
+    out = Path(args.out)
+    state = out / "train_state.pt"
+    holds_run = any((out / f).exists() for f in ("train_state.pt", "model.safetensors", "pretrain_metrics.json"))
+    if args.resume:
+        if not state.exists():
+            raise SystemExit(f"--resume: {state} does not exist; start without --resume")
+        saved = torch.load(state, map_location="cpu", weights_only=False)["args"]
+        differ = {k: (saved.get(k), v) for k, v in vars(args).items() if k not in RESUMABLE and saved.get(k) != v}
+        if differ:
+            raise SystemExit(f"--resume with other settings than {state} was trained with: " + "; ".join(
+                f"{k}: was {a!r}, now {b!r}" for k, (a, b) in differ.items()))
+    elif holds_run and not args.overwrite:
+        raise SystemExit(f"{out} already holds a pretraining run; pass --resume to continue it, --overwrite to "
+                         "replace it, or another --out")
+    return out
+
+
+def lm_loss(fwd, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of `fwd(x)` against `y`, in fp32."""
+    return F.cross_entropy(fwd(x).float().flatten(0, 1), y.flatten())
+
+
+def compiled_loss(model: GPT, args, mixture: Mixture, device, autocast, ddp: bool):
+    """(loss function of (x, y), the DDP wrapper or None). With --compile the model and loss are compiled
+    together (the fp32 logits are then never stored); under DDP only the model is, inside the wrapper."""
+    fwd = model
+    loss = partial(lm_loss, model)
+    if args.compile:
+        try:  # compile errors surface at the first call: try one step, fall back to eager
+            if ddp:
+                fwd = torch.compile(model)
+                candidate = partial(lm_loss, fwd)
+            else:
+                candidate = torch.compile(loss)
+            x, y = mixture.batch(args.batch_size, np.random.default_rng(0), device)
+            with autocast():
+                candidate(x, y).backward()
+            loss = candidate
+        except Exception as e:  # pragma: no cover - depends on the platform's compiler
+            print(f"torch.compile failed ({type(e).__name__}: {e}); training eagerly")
+            fwd = model
+        model.zero_grad(set_to_none=True)
+    if not ddp:
+        return loss, None
+    from torch.nn.parallel import DistributedDataParallel
+    wrapped = DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None)
+    return partial(lm_loss, wrapped), wrapped
+
+
+def setup_device(args) -> tuple[bool, int, int, torch.device]:
+    """(ddp, rank, world size, device); under torchrun the process group is initialized here."""
+    if "RANK" not in os.environ:
+        return False, 0, 1, torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    import torch.distributed as dist
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return True, dist.get_rank(), dist.get_world_size(), device
+
+
+def build_model(args, device) -> GPT:
+    if args.init_from:
+        model = GPT.from_pretrained(args.init_from, dtype=torch.float32)
+        if model.config.n_positions < args.block_size:
+            raise SystemExit(f"--block-size {args.block_size} exceeds {args.init_from}'s context of "
+                             f"{model.config.n_positions} positions")
+    else:
+        model = GPT(GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+                              n_positions=args.block_size, dropout=args.dropout))
+    return model.to(device)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    ddp = "RANK" in os.environ
-    if ddp:
-        import torch.distributed as dist
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        rank, world = dist.get_rank(), dist.get_world_size()
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-    else:
-        rank, world = 0, 1
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = check_out_dir(args)
+    sources = resolve_sources(args.source, args.corpus)
+    ddp, rank, world, device = setup_device(args)
     master = rank == 0
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-
-    corpus = Path(args.corpus) if args.corpus else find_data("corpus/gutenberg")
-    if corpus is None or not corpus.exists():
-        raise FileNotFoundError(f"corpus not found ({args.corpus or 'corpus/gutenberg in the data directory'}); "
-                                "pass --corpus DIR or set DATA_DIR")
-    out = Path(args.out)
-    if master:
-        train, val = load_corpus(corpus, Path(args.cache_dir))
-    if ddp:
+    if ddp:  # process 0 tokenizes; the others read its cache
+        import torch.distributed as dist
+        if master:
+            [s.load(Path(args.cache_dir)) for s in sources]
         dist.barrier()
-    train, val = load_corpus(corpus, Path(args.cache_dir))
+    mixture = Mixture([s.load(Path(args.cache_dir)) for s in sources], args.block_size)
+    if master:
+        for d in mixture.describe():
+            print(f"source {d['name']}: weight {d['weight']:.3f}, {d['train_tokens']:,} training tokens "
+                  f"({d['train_files']} files), {d['val_tokens']:,} validation tokens")
 
-    config = GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-                       n_positions=args.block_size, dropout=args.dropout)
-    model = GPT(config).to(device)
+    model = build_model(args, device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = adamw([{"params": decay, "weight_decay": args.weight_decay},
                  {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
     state_file = out / "train_state.pt"
     step, elapsed, tokens_seen, log, rng_state = 0, 0.0, 0, [], None
-    if args.resume and state_file.exists():
+    if args.resume:
         st = torch.load(state_file, map_location=device, weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
@@ -215,22 +270,9 @@ def main(argv=None) -> dict:
     gen = np.random.default_rng(args.seed + 1000 * rank)
     if rng_state is not None:  # continue the window sampling exactly where it stopped
         gen.bit_generator.state = rng_state
-    fwd = model
-    if args.compile:
-        try:  # compile errors surface at the first call: try one step, fall back to eager
-            fwd = torch.compile(model)
-            with autocast_for(device, args.bf16)():
-                fwd(torch.zeros(args.batch_size, args.block_size, dtype=torch.long, device=device)).float().mean().backward()
-            model.zero_grad(set_to_none=True)
-        except Exception as e:  # pragma: no cover - depends on the platform's compiler
-            print(f"torch.compile failed ({type(e).__name__}: {e}); training eagerly")
-            fwd = model
-            model.zero_grad(set_to_none=True)
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel
-        fwd = DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = autocast_for(device, args.bf16)
-    windows = val_windows(val, args.block_size, args.eval_windows)
+    train_loss, ddp_model = compiled_loss(model, args, mixture, device, autocast, ddp)
+    windows = {s.name: val_windows(s.val, args.block_size, args.eval_windows) for s in mixture.sources}
     tokens_per_step = args.batch_size * args.grad_accum * args.block_size * world
 
     def progress() -> float:
@@ -247,9 +289,11 @@ def main(argv=None) -> dict:
                   "torch_rng": torch.get_rng_state()}
             atomic_write(state_file, lambda t: torch.save(st, t))
 
-    def log_eval():
-        vl = evaluate(model, windows, args.batch_size * 2, device, autocast)
-        log.append({"step": step, "tokens": tokens_seen, "elapsed": round(elapsed, 1), "val_loss": vl})
+    def log_eval() -> float:
+        by_source = {name: evaluate(model, w, args.batch_size * 2, device, autocast) for name, w in windows.items()}
+        vl = float(sum(w * by_source[s.name] for s, w in zip(mixture.sources, mixture.weights)))
+        log.append({"step": step, "tokens": tokens_seen, "elapsed": round(elapsed, 1), "val_loss": vl,
+                    "val_loss_by_source": by_source})
         return vl
 
     out.mkdir(parents=True, exist_ok=True)
@@ -260,44 +304,51 @@ def main(argv=None) -> dict:
     model.train()
     last = time.perf_counter()
     stop_at = step + args.stop_after_steps if args.stop_after_steps else None
-    while progress() < 1.0 and (args.max_seconds or step < args.max_steps) and step != stop_at:
-        lr = lr_at(step, progress(), args.lr, args.warmup_steps, args.min_lr_ratio)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        loss_sum = 0.0
-        for micro in range(args.grad_accum):
-            x, y = random_batch(train, args.batch_size, args.block_size, gen, device)
-            sync = nullcontext() if (not ddp or micro == args.grad_accum - 1) else fwd.no_sync()
-            with sync, autocast():
-                logits = fwd(x)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) / args.grad_accum
-            loss.backward()
-            loss_sum += loss.item()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        tokens_seen += tokens_per_step
-        now = time.perf_counter()
-        elapsed += now - last
-        last = now
-        if master:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}",
-                            tok_s=f"{tokens_seen / max(elapsed, 1e-9):,.0f}")
-            if step % 10 == 0:
-                log.append({"step": step, "tokens": tokens_seen, "elapsed": round(elapsed, 1),
-                            "train_loss": loss_sum, "lr": lr, "grad_norm": float(gnorm)})
-        if step % args.eval_interval == 0 and master:
-            vl = log_eval()
-            bar.write(f"step {step}: val loss {vl:.4f} (ppl {math.exp(vl):.1f}), {tokens_seen:,} tokens, "
-                      f"{elapsed:.0f}s")
-            last = time.perf_counter()  # evaluation time is not training time
-        if step % args.ckpt_interval == 0:
-            save_state()
-            last = time.perf_counter()
+    try:
+        while progress() < 1.0 and (args.max_seconds or step < args.max_steps) and step != stop_at:
+            lr = lr_at(step, progress(), args.lr, args.warmup_steps, args.min_lr_ratio)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss_sum = 0.0
+            for micro in range(args.grad_accum):
+                x, y = mixture.batch(args.batch_size, gen, device)
+                last_micro = micro == args.grad_accum - 1
+                sync = nullcontext() if (not ddp or last_micro) else ddp_model.no_sync()
+                with sync, autocast():
+                    loss = train_loss(x, y) / args.grad_accum
+                loss.backward()
+                loss_sum += loss.item()
+            if not math.isfinite(loss_sum):
+                raise SystemExit(f"the training loss became {loss_sum} at step {step + 1} (lr {lr:.2e}); nothing "
+                                 f"was saved past the last checkpoint in {out}. Lower --lr or --max-seconds")
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += tokens_per_step
+            now = time.perf_counter()
+            elapsed += now - last
+            last = now
+            if master:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}",
+                                tok_s=f"{tokens_seen / max(elapsed, 1e-9):,.0f}")
+                if step % 10 == 0:
+                    log.append({"step": step, "tokens": tokens_seen, "elapsed": round(elapsed, 1),
+                                "train_loss": loss_sum, "lr": lr, "grad_norm": float(gnorm)})
+            if step % args.eval_interval == 0 and master:
+                vl = log_eval()
+                bar.write(f"step {step}: val loss {vl:.4f} (ppl {math.exp(vl):.1f}), {tokens_seen:,} tokens, "
+                          f"{elapsed:.0f}s")
+                last = time.perf_counter()  # evaluation time is not training time
+            if step % args.ckpt_interval == 0:
+                save_state()
+                last = time.perf_counter()
+    except KeyboardInterrupt:
+        save_state()
+        bar.close()
+        raise SystemExit(f"interrupted at step {step}: saved {state_file}; continue with --resume") from None
     bar.close()
-    result = {}
     save_state()
     if step == stop_at and progress() < 1.0:
         if master:
@@ -305,28 +356,42 @@ def main(argv=None) -> dict:
         if ddp:
             dist.destroy_process_group()
         return {}
+    result = {}
     if master:
         vl = log_eval()
         model.save_pretrained(str(out), dtype=getattr(torch, args.save_dtype))
-        result = {"val_loss": vl, "val_ppl": math.exp(vl), "unigram_val_loss": unigram_loss(train, val),
+        by_source = log[-1]["val_loss_by_source"]
+        sources = mixture.describe()
+        for d in sources:
+            s = next(x for x in mixture.sources if x.name == d["name"])
+            d["val_loss"] = by_source[d["name"]]
+            d["unigram_val_loss"] = unigram_loss(s.train, s.val)
+        result = {"val_loss": vl, "val_ppl": math.exp(vl),
+                  "unigram_val_loss": float(sum(d["weight"] * d["unigram_val_loss"] for d in sources)),
+                  "val_loss_by_source": by_source, "sources": sources,
                   "steps": step, "tokens_seen": tokens_seen, "train_seconds": round(elapsed, 1),
                   "tokens_per_second": round(tokens_seen / max(elapsed, 1e-9)),
-                  "parameters": model.num_parameters(), "config": vars(args), "device": str(device),
-                  "world_size": world, "train_tokens": int(len(train)), "val_tokens": int(len(val)),
-                  "eval_windows": len(windows)}
+                  "parameters": model.num_parameters(), "non_embedding_parameters": non_embedding_params(model),
+                  "config": vars(args), "device": str(device),
+                  "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                  "torch": torch.__version__, "world_size": world,
+                  "train_tokens": int(sum(d["train_tokens"] for d in sources)),
+                  "val_tokens": int(sum(d["val_tokens"] for d in sources)),
+                  "eval_windows": int(sum(len(w) for w in windows.values()))}
         result["unigram_val_ppl"] = math.exp(result["unigram_val_loss"])
         atomic_write(out / "pretrain_metrics.json", lambda t: Path(t).write_text(json.dumps(result, indent=2)))
         atomic_write(out / "pretrain_log.jsonl",
                      lambda t: Path(t).write_text("".join(json.dumps(r) + "\n" for r in log)))
-        print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
+        print(json.dumps({k: v for k, v in result.items() if k not in ("config", "sources")}, indent=2))
     if ddp:
         dist.destroy_process_group()
     return result
 
 
-if __name__ == "__main__":
-    keep_freed_memory()  # a training process: reuse freed memory across steps (minigpt/allocator.py)
-    main()
+def non_embedding_params(model: GPT) -> int:
+    """Parameters outside the token and position embeddings (the usual measure of a model's size)."""
+    t = model.transformer
+    return model.num_parameters() - t.wte.weight.numel() - t.wpe.weight.numel()
 
 
 def slice_loss(model: GPT, corpus: Path, *, files: int = 4, chars: int = 20_000, block: int = 256) -> float:
@@ -334,6 +399,7 @@ def slice_loss(model: GPT, corpus: Path, *, files: int = 4, chars: int = 20_000,
     the first `files` val files, tokenized as in pretraining, in non-overlapping `block`-token windows.
     Cheap enough for a test; the model card records it."""
     enc = load_tokenizer()
+    block = min(block, model.config.n_positions)
     _, val_files = corpus_files(corpus)
     ids: list[int] = []
     for f in (val_files or [])[:files]:
@@ -347,3 +413,8 @@ def slice_loss(model: GPT, corpus: Path, *, files: int = 4, chars: int = 20_000,
     windows = torch.stack([x[i * block:(i + 1) * block + 1] for i in range(n)])
     model = model if next(model.parameters()).dtype == torch.float32 else copy.deepcopy(model).float()
     return evaluate(model, windows, 8, next(model.parameters()).device, nullcontext)
+
+
+if __name__ == "__main__":
+    keep_freed_memory()  # a training process: reuse freed memory across steps (minigpt/allocator.py)
+    main()

@@ -1,0 +1,339 @@
+"""The scale curve: pretrain a family of models on one mixture, then prefix-tune and fine-tune each.
+
+    python -m experiments.scale run [PLAN] [--out DIR] [--deadline SECONDS] [--jobs N]
+    python -m experiments.scale report [PLAN] [--out DIR]
+    make scale                                  (run, then report, with configs/scale.json)
+
+PLAN (default `experiments/configs/scale.json`) names the sizes (shape, peak lr, pretraining seconds),
+the shared pretraining recipe and mixture, and the evaluation grid: for each task and method a list of
+learning rates and seeds. `run` starts every job as soon as what it needs is done (a model's evaluations
+wait for its pretraining), up to --jobs at a time on one machine (they share a GPU well: at these sizes
+each process is bound by kernel launches). With --deadline, no job starts that cannot finish in time by
+its plan's estimate, and jobs still running at the deadline are stopped and recorded as unfinished, so a
+fixed budget always ends with what finished written down. Finished jobs are not run again.
+
+`report` chooses each (size, task, method)'s learning rate by its mean best dev loss over seeds (the test
+set is never looked at to choose), writes `<out>/scale.json` (every run and the choices) and
+`<out>/scale.png` (test score against non-embedding parameters, the prefix - fine-tuning gap, the floors
+and the paper's GPT-2-medium points), and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from minigpt.weights import atomic_write
+
+PLAN = Path(__file__).parent / "configs" / "scale.json"
+
+
+def load_plan(path: str | os.PathLike) -> dict:
+    try:
+        plan = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"plan {path} cannot be read: {e}") from None
+    for key in ("mixture", "pretrain", "sizes", "evals"):
+        if key not in plan:
+            raise SystemExit(f"plan {path} has no {key!r} entry")
+    names = [s["name"] for s in plan["sizes"]]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"plan {path}: size names must differ, got {names}")
+    return plan
+
+
+def flag(k: str, v) -> list[str]:
+    """argparse flags for a pretraining setting: booleans are switches."""
+    k = "--" + k.replace("_", "-")
+    if isinstance(v, bool):
+        return [k] if v else []
+    return [k, str(v)]
+
+
+# ------------------------------------------------------------------------------------------ jobs
+@dataclass
+class Job:
+    name: str
+    cmd: list[str]
+    done_file: Path  # exists once the job has finished well
+    estimate: float  # seconds, for the deadline
+    needs: list[str] = field(default_factory=list)
+    later: bool = False  # a further seed: starts only once every first-seed run has started
+    status: str = "waiting"  # waiting, running, done, failed, unfinished, skipped
+    started: float | None = None
+    seconds: float | None = None
+    returncode: int | None = None
+
+
+def fmt_lr(lr: float) -> str:
+    return f"{lr:g}"
+
+
+def model_dir(out: Path, size: dict) -> Path:
+    return out / "models" / size["name"]
+
+
+def eval_name(size: dict, ev: dict, lr: float, seed: int) -> str:
+    return f"{size['name']}-{ev['task']}-{ev['method']}-lr{fmt_lr(lr)}-seed{seed}"
+
+
+def plan_jobs(plan: dict, out: Path, py: str = sys.executable) -> list[Job]:
+    """Pretraining jobs first, then evaluations (task, method, seed and lr order as listed in the plan)."""
+    jobs = []
+    for size in plan["sizes"]:
+        cmd = [py, "-m", "minigpt.pretrain", "--out", str(model_dir(out, size)), "--lr", str(size["lr"]),
+               "--max-seconds", str(size["seconds"])]
+        if size.get("init_from"):  # continued pretraining: the checkpoint fixes the shape
+            cmd += ["--init-from", size["init_from"]]
+        else:
+            cmd += ["--n-layer", str(size["n_layer"]), "--n-head", str(size["n_head"]), "--n-embd", str(size["n_embd"])]
+        for spec in plan["mixture"]:
+            cmd += ["--source", spec]
+        for k, v in plan["pretrain"].items():
+            cmd += flag(k, v)
+        if (model_dir(out, size) / "train_state.pt").exists():
+            cmd.append("--resume")
+        jobs.append(Job(f"pretrain-{size['name']}", cmd, model_dir(out, size) / "pretrain_metrics.json",
+                        estimate=size["seconds"] + plan.get("pretrain_overhead_seconds", 60)))
+        card = [py, "-m", "minigpt.model_card", str(model_dir(out, size)), "--command", " ".join(["python", *cmd[1:]]),
+                "--hardware", plan.get("hardware", "see pretrain_metrics.json")]
+        jobs.append(Job(f"card-{size['name']}", card, model_dir(out, size) / "README.md", estimate=30,
+                        needs=[f"pretrain-{size['name']}"]))
+    order = []
+    for ev in plan["evals"]:
+        for seed in ev["seeds"]:
+            for size in plan["sizes"]:
+                for lr in ev["lrs"]:
+                    order.append((seed, size, ev, lr))
+    order.sort(key=lambda t: t[0] != t[2]["seeds"][0])  # every first seed before any further seed
+    for seed, size, ev, lr in order:
+        name = eval_name(size, ev, lr, seed)
+        cmd = [py, "-m", "experiments.run", f"--task={ev['task']}", f"--model={model_dir(out, size)}",
+               f"--method={ev['method']}", f"--lr={lr}", f"--seed={seed}", f"--results_dir={out / 'results'}",
+               f"--runs_dir={out / 'runs'}", f"--name={name}"]
+        cmd += [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in ev.get("args", {}).items()]
+        estimate = ev.get("seconds", 120) * size.get("eval_cost", 1.0)
+        jobs.append(Job(name, cmd, out / "results" / name / "metrics.json", estimate,
+                        needs=[f"pretrain-{size['name']}"], later=seed != ev["seeds"][0]))
+    return jobs
+
+
+def tokenize(plan: dict) -> None:
+    from minigpt.pretrain import resolve_sources
+    cache = Path(plan["pretrain"].get("cache_dir", ".cache/pretrain"))
+    for source in resolve_sources(plan["mixture"], None):
+        source.load(cache)
+        print(f"source {source.name}: {len(source.train):,} training tokens, {len(source.val):,} validation tokens",
+              flush=True)
+
+
+def write_status(out: Path, jobs: list[Job], t0: float) -> None:
+    rows = [{"name": j.name, "status": j.status, "seconds": j.seconds, "returncode": j.returncode,
+             "started_after": None if j.started is None else round(j.started - t0, 1), "command": " ".join(j.cmd)}
+            for j in jobs]
+    atomic_write(out / "jobs.json", lambda t: Path(t).write_text(json.dumps(rows, indent=2) + "\n"))
+
+
+def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll: float = 1.0) -> list[Job]:
+    """Run `jobs` (dependencies first, `max_jobs` at a time) until all are settled or the time `end` passes."""
+    t0 = time.time()
+    by_name = {j.name: j for j in jobs}
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    threads = str(max(1, (os.cpu_count() or 1) // max_jobs))
+    env = {"TQDM_MININTERVAL": "10", **os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           "PYTHONUNBUFFERED": "1"}  # progress bars refresh rarely in the logs
+    running: dict[str, subprocess.Popen] = {}
+    for j in jobs:
+        if j.done_file.exists():
+            j.status = "done"
+    while True:
+        now = time.time()
+        for name, proc in list(running.items()):
+            if proc.poll() is not None:
+                j = by_name[name]
+                j.seconds, j.returncode = round(now - j.started, 1), proc.returncode
+                j.status = "done" if proc.returncode == 0 and j.done_file.exists() else "failed"
+                del running[name]
+                print(f"[{now - t0:6.0f}s] {j.status}: {name} ({j.seconds:.0f}s)", flush=True)
+        if end is not None and now >= end:
+            for name, proc in running.items():
+                os.killpg(proc.pid, signal.SIGTERM)
+            for name, proc in running.items():
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                j = by_name[name]
+                j.status, j.seconds = "unfinished", round(time.time() - j.started, 1)
+                print(f"[{now - t0:6.0f}s] deadline: stopped {name}", flush=True)
+            running.clear()
+        for j in jobs:
+            if j.status != "waiting":
+                continue
+            deps = [by_name[d].status for d in j.needs]
+            if any(s in ("failed", "skipped", "unfinished") for s in deps):
+                j.status = "skipped"
+                continue
+            if end is not None and (now >= end or now + j.estimate > end):
+                j.status = "skipped"
+                print(f"[{now - t0:6.0f}s] no time left for {j.name} (estimate {j.estimate:.0f}s)", flush=True)
+                continue
+            first_waiting = any(not x.later and x.needs and x.status == "waiting" for x in jobs)
+            if len(running) < max_jobs and all(s == "done" for s in deps) and not (j.later and first_waiting):
+                j.status, j.started = "running", now
+                log = open(out / "logs" / f"{j.name}.log", "a")
+                running[j.name] = subprocess.Popen(j.cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                   start_new_session=True)
+                log.close()
+                print(f"[{now - t0:6.0f}s] started {j.name}", flush=True)
+        write_status(out, jobs, t0)
+        if not running and all(j.status != "waiting" for j in jobs):
+            break
+        time.sleep(poll)
+    counts = {s: sum(j.status == s for j in jobs) for s in ("done", "failed", "unfinished", "skipped")}
+    print(f"[{time.time() - t0:6.0f}s] " + ", ".join(f"{v} {k}" for k, v in counts.items()), flush=True)
+    return jobs
+
+
+# ------------------------------------------------------------------------------------------ report
+SCORE = {"e2e": ("bleu", "BLEU"), "webnlg": ("bleu", "BLEU"), "sst2": ("accuracy", "accuracy (%)")}
+# Reference points (../shared/PAPER.md): Li & Liang (2021), GPT-2-medium (302M non-embedding parameters)
+PAPER = {"e2e": {"prefix": 70.3, "finetune": 68.8}}
+MEDIUM_NON_EMBEDDING = 24 * 12 * 1024 * 1024 + 24 * 13 * 1024 + 2 * 1024  # blocks + final layer norm
+FLOORS = {"e2e": [(58.0, "template floor (~58 BLEU)")], "sst2": [(50.0, "chance"), (80.9, "bag of words (80.9%)")]}
+
+
+def collect(plan: dict, out: Path) -> dict:
+    """Every finished run, and per (size, task, method) the lr chosen on mean best dev loss."""
+    runs, table = [], []
+    for size in plan["sizes"]:
+        metrics_file = model_dir(out, size) / "pretrain_metrics.json"
+        pre = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+        for ev in plan["evals"]:
+            by_lr = {}
+            for lr in ev["lrs"]:
+                for seed in ev["seeds"]:
+                    f = out / "results" / eval_name(size, ev, lr, seed) / "metrics.json"
+                    if f.exists():
+                        m = json.loads(f.read_text())
+                        row = {"size": size["name"], "task": ev["task"], "method": ev["method"], "lr": lr,
+                               "seed": seed, "best_dev_loss": m.get("best_dev_loss"),
+                               "score": m.get(SCORE[ev["task"]][0]), "metrics": m}
+                        runs.append(row)
+                        by_lr.setdefault(lr, []).append(row)
+            finite = {lr: rows for lr, rows in by_lr.items()
+                      if all(r["best_dev_loss"] is not None and math.isfinite(r["best_dev_loss"]) for r in rows)}
+            if not finite:
+                continue
+            lr = min(finite, key=lambda k: statistics.mean(r["best_dev_loss"] for r in finite[k]))
+            scores = [r["score"] for r in finite[lr]]
+            table.append({"size": size["name"], "task": ev["task"], "method": ev["method"],
+                          "non_embedding_params": pre["non_embedding_parameters"] if pre else None,
+                          "chosen_lr": lr, "lrs_tried": sorted(by_lr), "n": len(scores),
+                          "mean": statistics.mean(scores), "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                          "scores": scores, "dev_loss": statistics.mean(r["best_dev_loss"] for r in finite[lr]),
+                          "dev_loss_by_lr": {fmt_lr(k): statistics.mean(r["best_dev_loss"] for r in v)
+                                             for k, v in finite.items()}})
+    return {"runs": runs, "table": table}
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tasks = [t for t in ("e2e", "sst2") if any(r["task"] == t for r in result["table"])]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(2, len(tasks), figsize=(6 * len(tasks), 7.5), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.4]})
+    for col, task in enumerate(tasks):
+        ax, gap_ax = axes[0][col], axes[1][col]
+        means = {}
+        for method, style in (("prefix", "o-"), ("finetune", "s--")):
+            rows = sorted((r for r in result["table"] if r["task"] == task and r["method"] == method
+                           and r["non_embedding_params"]), key=lambda r: r["non_embedding_params"])
+            if rows:
+                lrs = ", ".join(f"{r['chosen_lr']:g}" for r in rows)
+                ax.errorbar([r["non_embedding_params"] for r in rows], [r["mean"] for r in rows],
+                            yerr=[r["sd"] for r in rows], fmt=style, capsize=3,
+                            label=f"{'prefix (length 10, MLP)' if method == 'prefix' else 'full fine-tuning'}"
+                                  f"; lr by size: {lrs}")
+                means[method] = {r["non_embedding_params"]: r["mean"] for r in rows}
+        for y, label in FLOORS.get(task, []):
+            ax.axhline(y, ls=":", c="gray")
+            ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
+        for method, y in PAPER.get(task, {}).items():
+            ax.plot([MEDIUM_NON_EMBEDDING], [y], "*" if method == "prefix" else "P", ms=11, c="black",
+                    label=f"paper, GPT-2-medium, {'prefix' if method == 'prefix' else 'fine-tuning'} ({y})")
+        name, unit = SCORE[task]
+        ax.set(xscale="log", ylabel=f"test {unit}", title=f"{task.upper()}: test score by model size "
+               "(mean ± sd over seeds)")
+        ax.legend(fontsize=7, loc="lower right")
+        common = sorted(set(means.get("prefix", {})) & set(means.get("finetune", {})))
+        if common:
+            gap_ax.plot(common, [means["prefix"][n] - means["finetune"][n] for n in common], "o-", c="C2")
+        gap_ax.axhline(0, c="gray", lw=0.8)
+        gap_ax.set(xscale="log", xlabel="non-embedding parameters", ylabel="prefix − fine-tuning",
+                   xlim=ax.get_xlim())
+    fig.tight_layout()
+    atomic_write(path, lambda t: fig.savefig(t, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def report(plan: dict, out: Path) -> dict:
+    result = collect(plan, out)
+    sizes = []
+    for size in plan["sizes"]:
+        f = model_dir(out, size) / "pretrain_metrics.json"
+        if f.exists():
+            m = json.loads(f.read_text())
+            sizes.append({"name": size["name"], "non_embedding_parameters": m["non_embedding_parameters"],
+                          "parameters": m["parameters"], "tokens_seen": m["tokens_seen"],
+                          "train_seconds": m["train_seconds"], "val_loss_by_source": m["val_loss_by_source"],
+                          "gpu": m.get("gpu")})
+    result["models"] = sizes
+    atomic_write(out / "scale.json", lambda t: Path(t).write_text(json.dumps(result, indent=2) + "\n"))
+    plot(result, out / "scale.png")
+    print(f"{'model':<14} {'non-emb':>9} {'tokens':>8}  val loss by source")
+    for s in sizes:
+        print(f"{s['name']:<14} {s['non_embedding_parameters'] / 1e6:8.1f}M {s['tokens_seen'] / 1e6:7.0f}M  "
+              + "  ".join(f"{k} {v:.3f}" for k, v in s["val_loss_by_source"].items()))
+    print(f"\n{'model':<14} {'task':<6} {'method':<9} {'lr':>7} {'n':>2} {'test':>12}  dev loss by lr")
+    for r in result["table"]:
+        print(f"{r['size']:<14} {r['task']:<6} {r['method']:<9} {r['chosen_lr']:>7g} {r['n']:>2} "
+              f"{r['mean']:6.1f} ± {r['sd']:<4.1f}  " + ", ".join(f"{k}: {v:.3f}" for k, v in r["dev_loss_by_lr"].items()))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=["run", "report"])
+    p.add_argument("plan", nargs="?", default=str(PLAN))
+    p.add_argument("--out", default=None, help="output folder (default: the plan's 'out')")
+    p.add_argument("--deadline", type=float, default=None, help="seconds from now by which every job ends")
+    p.add_argument("--jobs", type=int, default=None, help="jobs at a time (default: the plan's 'jobs', else 4)")
+    args = p.parse_args(argv)
+    end = None if args.deadline is None else time.time() + args.deadline
+    plan = load_plan(args.plan)
+    out = Path(args.out or plan.get("out", "experiments/scale"))
+    if args.action == "run":
+        jobs = args.jobs or plan.get("jobs", 4)
+        if jobs < 1 or (args.deadline is not None and not args.deadline > 0):
+            raise SystemExit("--jobs must be >= 1 and --deadline > 0")
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "plan.json", lambda t: Path(t).write_text(json.dumps(plan, indent=2) + "\n"))
+        tokenize(plan)  # once, here: the pretraining jobs then all read the same cache
+        run_jobs(plan_jobs(plan, out), out, jobs, end)
+    report(plan, out)
+
+
+if __name__ == "__main__":
+    main()
