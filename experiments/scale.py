@@ -149,7 +149,8 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     threads = str(max(1, (os.cpu_count() or 1) // max_jobs))
     env = {"TQDM_MININTERVAL": "10", **os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-           "PYTHONUNBUFFERED": "1"}  # progress bars refresh rarely in the logs
+           "PYTHONUNBUFFERED": "1", "PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")}
+    # progress bars refresh rarely in the logs; GPU memory is returned between the jobs that share a GPU
     running: dict[str, subprocess.Popen] = {}
     for j in jobs:
         if j.done_file.exists():
@@ -212,7 +213,8 @@ FLOORS = {"e2e": [(58.0, "template floor (~58 BLEU)")], "sst2": [(50.0, "chance"
 
 
 def collect(plan: dict, out: Path) -> dict:
-    """Every finished run, and per (size, task, method) the lr chosen on mean best dev loss."""
+    """Every finished run, and per (size, task, method) the lr chosen on mean best dev loss (over the seeds
+    that every lr has); its test scores over all of its seeds are reported."""
     runs, table = [], []
     for size in plan["sizes"]:
         metrics_file = model_dir(out, size) / "pretrain_metrics.json"
@@ -233,7 +235,10 @@ def collect(plan: dict, out: Path) -> dict:
                       if all(r["best_dev_loss"] is not None and math.isfinite(r["best_dev_loss"]) for r in rows)}
             if not finite:
                 continue
-            lr = min(finite, key=lambda k: statistics.mean(r["best_dev_loss"] for r in finite[k]))
+            # compare learning rates on the seeds they all have, so that no lr wins by a luckier seed
+            common = set.intersection(*({r["seed"] for r in rows} for rows in finite.values()))
+            lr = min(finite, key=lambda k: statistics.mean(r["best_dev_loss"] for r in finite[k]
+                                                           if not common or r["seed"] in common))
             scores = [r["score"] for r in finite[lr]]
             table.append({"size": size["name"], "task": ev["task"], "method": ev["method"],
                           "non_embedding_params": pre["non_embedding_parameters"] if pre else None,
@@ -267,6 +272,9 @@ def plot(result: dict, path: Path) -> None:
                             label=f"{'prefix (length 10, MLP)' if method == 'prefix' else 'full fine-tuning'}"
                                   f"; lr by size: {lrs}")
                 means[method] = {r["non_embedding_params"]: r["mean"] for r in rows}
+                for r in rows:
+                    ax.annotate(f"n={r['n']}", (r["non_embedding_params"], r["mean"]), textcoords="offset points",
+                                xytext=(5, -10 if method == "prefix" else 5), fontsize=7)
         for y, label in FLOORS.get(task, []):
             ax.axhline(y, ls=":", c="gray")
             ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
@@ -275,7 +283,7 @@ def plot(result: dict, path: Path) -> None:
                     label=f"paper, GPT-2-medium, {'prefix' if method == 'prefix' else 'fine-tuning'} ({y})")
         name, unit = SCORE[task]
         ax.set(xscale="log", ylabel=f"test {unit}", title=f"{task.upper()}: test score by model size "
-               "(mean ± sd over seeds)")
+               "(mean ± sd over n seeds)")
         ax.legend(fontsize=7, loc="lower right")
         common = sorted(set(means.get("prefix", {})) & set(means.get("finetune", {})))
         if common:

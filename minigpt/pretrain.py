@@ -68,6 +68,9 @@ def corpus_files(corpus: Path) -> tuple[list[Path], list[Path] | None]:
     return split_files(corpus)
 
 
+EVAL_BATCH = 16  # windows per evaluation batch: their fp32 logits (16 x 512 x 50257) take 1.6 GB
+
+
 @torch.no_grad()
 def evaluate(model: GPT, windows: torch.Tensor, batch: int, device, autocast) -> float:
     """Mean next-token loss (nats) over the fixed validation windows (the model's mode is restored)."""
@@ -290,7 +293,7 @@ def main(argv=None) -> dict:
             atomic_write(state_file, lambda t: torch.save(st, t))
 
     def log_eval() -> float:
-        by_source = {name: evaluate(model, w, args.batch_size * 2, device, autocast) for name, w in windows.items()}
+        by_source = {name: evaluate(model, w, EVAL_BATCH, device, autocast) for name, w in windows.items()}
         vl = float(sum(w * by_source[s.name] for s, w in zip(mixture.sources, mixture.weights)))
         log.append({"step": step, "tokens": tokens_seen, "elapsed": round(elapsed, 1), "val_loss": vl,
                     "val_loss_by_source": by_source})
