@@ -148,9 +148,9 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
     by_name = {j.name: j for j in jobs}
     (out / "logs").mkdir(parents=True, exist_ok=True)
     threads = str(max(1, (os.cpu_count() or 1) // max_jobs))
-    env = {"TQDM_MININTERVAL": "10", **os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-           "PYTHONUNBUFFERED": "1", "PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")}
-    # progress bars refresh rarely in the logs; GPU memory is returned between the jobs that share a GPU
+    # progress bars refresh rarely in the logs; expandable segments fragment GPU memory less when jobs share it
+    env = {"TQDM_MININTERVAL": "10", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", **os.environ,
+           "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
     running: dict[str, subprocess.Popen] = {}
     for j in jobs:
         if j.done_file.exists():
