@@ -10,7 +10,7 @@ exp_args = $(if $(TASK),--task=$(TASK)) $(if $(MODEL),--model=$(MODEL)) $(if $(L
 	$(if $(LR),--lr=$(LR)) $(if $(MAX_TRAIN),--max_train=$(MAX_TRAIN)) $(if $(MAX_TEST),--max_test=$(MAX_TEST)) \
 	$(if $(DATA_DIR),--data_dir=$(DATA_DIR)) $(ARGS)
 
-.PHONY: setup test experiment ablation plots notebooks bench pretrain clean-venv
+.PHONY: setup test experiment ablation plots notebooks bench pretrain scale clean-venv
 
 $(VENV)/.runtime: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench: $(VENV)/.test
 
 pretrain: $(VENV)/.runtime
 	$(PY) -m minigpt.pretrain $(ARGS)
+
+# The scale curve (experiments/configs/scale.json): pretrain a family of models, prefix-tune and fine-tune
+# each; a GPU job (about 9 minutes on one H200). ARGS e.g. "--deadline 600 --jobs 8".
+scale: $(VENV)/.runtime
+	$(PY) -m experiments.scale run $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

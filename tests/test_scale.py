@@ -1,0 +1,87 @@
+"""The scale sweep: job planning, the deadline, and the learning-rate choice (on dev loss, never test)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from experiments.scale import Job, collect, eval_name, plan_jobs, run_jobs
+
+PLAN = {
+    "mixture": ["a=corpus/a:1"],
+    "pretrain": {"block_size": 32, "compile": True, "no_bf16": False},
+    "sizes": [{"name": "s", "n_layer": 1, "n_head": 1, "n_embd": 8, "lr": 1e-3, "seconds": 5},
+              {"name": "cont", "init_from": "ckpt/base", "lr": 1e-4, "seconds": 5}],
+    "evals": [{"task": "e2e", "method": "prefix", "lrs": [1e-3, 3e-3], "seeds": [0, 1], "args": {"epochs": 2}},
+              {"task": "sst2", "method": "finetune", "lrs": [1e-4], "seeds": [0]}],
+}
+
+
+def test_plan_pretrains_first_and_runs_every_first_seed_before_any_other(tmp_path):
+    jobs = plan_jobs(PLAN, tmp_path, py="python")
+    names = [j.name for j in jobs]
+    assert len(set(names)) == len(names)
+    assert names[:4] == ["pretrain-s", "card-s", "pretrain-cont", "card-cont"]
+    evals = jobs[4:]
+    assert len(evals) == 2 * (2 * 2 + 1 * 1)  # sizes x (e2e lrs x seeds + sst2)
+    later = [j.later for j in evals]
+    assert later == sorted(later)  # first seeds, then the rest
+    assert all(j.needs == [f"pretrain-{j.name.split('-')[0]}"] for j in evals)
+    scratch, cont = jobs[0].cmd, jobs[2].cmd
+    assert "--compile" in scratch and "--no-bf16" not in scratch  # booleans are switches
+    assert scratch[scratch.index("--n-embd") + 1] == "8" and "--init-from" not in scratch
+    assert cont[cont.index("--init-from") + 1] == "ckpt/base" and "--n-layer" not in cont
+    e2e = next(j for j in evals if j.name == "s-e2e-prefix-lr0.003-seed1")
+    assert {"--lr=0.003", "--seed=1", "--epochs=2", "--task=e2e", f"--model={tmp_path}/models/s"} <= set(e2e.cmd)
+
+
+def script(tmp_path, name, body):
+    f = tmp_path / f"{name}.py"
+    f.write_text(body)
+    return [sys.executable, str(f)]
+
+
+def test_deadline_stops_late_jobs_and_skips_what_cannot_finish(tmp_path):
+    done = tmp_path / "quick.done"
+    quick = Job("quick", script(tmp_path, "q", f"open({str(done)!r}, 'w').write('ok')"), done, estimate=1)
+    slow = Job("slow", script(tmp_path, "s", "import time; time.sleep(60)"), tmp_path / "never", estimate=1)
+    broken = Job("broken", script(tmp_path, "b", "raise SystemExit(3)"), tmp_path / "never2", estimate=1)
+    after_broken = Job("after", [sys.executable, "-c", "pass"], tmp_path / "never3", estimate=1, needs=["broken"])
+    too_long = Job("long", [sys.executable, "-c", "pass"], tmp_path / "never4", estimate=3600)
+    import time
+    start = time.time()
+    jobs = run_jobs([quick, slow, broken, after_broken, too_long], tmp_path, max_jobs=3, end=time.time() + 6,
+                    poll=0.2)
+    assert time.time() - start < 40
+    status = {j.name: j.status for j in jobs}
+    assert status == {"quick": "done", "slow": "unfinished", "broken": "failed", "after": "skipped",
+                      "long": "skipped"}
+    recorded = {r["name"]: r["status"] for r in json.loads((tmp_path / "jobs.json").read_text())}
+    assert recorded == status
+    # a second run does not repeat what finished
+    again = run_jobs([Job("quick", [sys.executable, "-c", "raise SystemExit(1)"], done, 1)], tmp_path, 1, None, 0.2)
+    assert again[0].status == "done"
+
+
+def write_run(out, size, ev, lr, seed, dev, score):
+    d = out / "results" / eval_name(size, ev, lr, seed)
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"best_dev_loss": dev, "bleu": score}))
+
+
+def test_learning_rate_is_chosen_on_dev_loss_over_shared_seeds(tmp_path):
+    plan = {"sizes": [{"name": "s"}], "evals": [{"task": "e2e", "method": "prefix", "lrs": [1e-3, 3e-3],
+                                                  "seeds": [0, 1, 2]}]}
+    size, ev = plan["sizes"][0], plan["evals"][0]
+    # lr 1e-3: better dev loss, worse test BLEU; lr 3e-3 has a third seed with a tiny dev loss
+    for seed, dev, bleu in ((0, 1.0, 50.0), (1, 1.2, 52.0)):
+        write_run(tmp_path, size, ev, 1e-3, seed, dev, bleu)
+    for seed, dev, bleu in ((0, 1.5, 60.0), (1, 1.5, 61.0), (2, 0.1, 62.0)):
+        write_run(tmp_path, size, ev, 3e-3, seed, dev, bleu)
+    row = collect(plan, tmp_path)["table"][0]
+    assert row["chosen_lr"] == 1e-3  # 1.1 vs 1.5 on seeds 0 and 1; test BLEU never looked at
+    assert row["scores"] == [50.0, 52.0] and row["mean"] == pytest.approx(51.0) and row["n"] == 2
+    # a diverged lr (non-finite dev loss) is never chosen
+    write_run(tmp_path, size, ev, 1e-3, 2, float("nan"), 0.0)
+    assert collect(plan, tmp_path)["table"][0]["chosen_lr"] == 3e-3
