@@ -31,6 +31,7 @@ from .classify import LABEL_WORDS, ClassificationObjective, Classifier, accuracy
 from .data import encode_pair, encode_source, load_sst2
 from .decode import decode
 from .metrics import corpus_metrics
+from .slots import corpus_slot_errors
 from .tasks import task_splits
 from .train import LMObjective, fit, write_jsonl_logger
 
@@ -157,6 +158,8 @@ def generation(cfg, base, enc, run_dir, log):
                          batch_size=cfg.decode_batch_size, bf16=cfg.bf16, desc=f"decoding {cfg.task} test")
     summary["decode_seconds"] = round(time.perf_counter() - t0, 1)
     scores = corpus_metrics(predictions, [refs for _, refs in test])
+    if cfg.task == "e2e":  # table values left out or added (experiments/slots.py)
+        scores.update(corpus_slot_errors(predictions, [table for table, _ in test], cfg.data_dir))
     for name, idx in subsets.items():  # e.g. WebNLG seen / unseen categories
         if idx:
             sub = corpus_metrics([predictions[i] for i in idx], [test[i][1] for i in idx])

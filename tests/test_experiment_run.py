@@ -42,6 +42,9 @@ def test_tiny_run_writes_the_result_files(tmp_path, gpt2_vocab_dir, extra):
     scores = ("accuracy", "macro_f1", "dev_accuracy") if "--task=sst2" in extra else ("bleu", "nist", "rouge_l", "cider")
     if "--task=webnlg" in extra:  # scored on the seen and unseen categories too
         scores += ("bleu_seen",) if "bleu_seen" in saved else ("bleu_unseen",)
+    if not any(t in extra for t in ("--task=webnlg", "--task=sst2")):  # E2E: slot errors of the 3 test outputs
+        scores += ("slots_missing", "slots_added", "slot_error_rate")
+        assert saved["slots"] >= 3 * 3  # every E2E table has at least three slots
     for k in (*scores, "trainable_params", "train_seconds"):
         assert saved[k] is not None
     assert saved == json.loads(json.dumps(metrics))
