@@ -4,9 +4,11 @@
     python -m experiments.scale report [PLAN] [--out DIR]
     make scale                                  (run, then report, with configs/scale.json)
 
-PLAN (default `experiments/configs/scale.json`) names the sizes (shape, peak lr, pretraining seconds),
-the shared pretraining recipe and mixture, and the evaluation grid: for each task and method a list of
-learning rates and seeds. `run` starts every job as soon as what it needs is done (a model's evaluations
+PLAN (default `experiments/configs/scale.json`) names the models (`sizes`: a shape, peak lr and
+pretraining seconds; or `"checkpoint": DIR`, an existing model; or `"adapt": {...}`, a checkpoint adapted
+on task text by experiments.adapt), the shared pretraining recipe and mixture, and the evaluation grid:
+for each task and method a list of learning rates and seeds (`"only"` limits it to some models).
+`experiments/configs/adaptation.json` is such a plan: no adaptation vs per-task vs shared adaptation. `run` starts every job as soon as what it needs is done (a model's evaluations
 wait for its pretraining), up to --jobs at a time on one machine (they share a GPU well: at these sizes
 each process is bound by kernel launches). With --deadline, no job starts that cannot finish in time by
 its plan's estimate, and jobs still running at the deadline are stopped and recorded as unfinished, so a
@@ -41,7 +43,8 @@ def load_plan(path: str | os.PathLike) -> dict:
         plan = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise SystemExit(f"plan {path} cannot be read: {e}") from None
-    for key in ("mixture", "pretrain", "sizes", "evals"):
+    pretrained = any(not (size.get("checkpoint") or size.get("adapt")) for size in plan.get("sizes", []))
+    for key in ("sizes", "evals", *(("mixture", "pretrain") if pretrained else ())):
         if key not in plan:
             raise SystemExit(f"plan {path} has no {key!r} entry")
     names = [s["name"] for s in plan["sizes"]]
@@ -78,7 +81,15 @@ def fmt_lr(lr: float) -> str:
 
 
 def model_dir(out: Path, size: dict) -> Path:
-    return out / "models" / size["name"]
+    """Where a plan's model is: its own checkpoint, or the folder its job writes."""
+    return Path(size["checkpoint"]) if size.get("checkpoint") else out / "models" / size["name"]
+
+
+def model_job(size: dict) -> list[str]:
+    """The name of the job that makes the model (none for an existing checkpoint)."""
+    if size.get("checkpoint"):
+        return []
+    return [f"{'adapt' if size.get('adapt') else 'pretrain'}-{size['name']}"]
 
 
 def eval_name(size: dict, ev: dict, lr: float, seed: int) -> str:
@@ -86,9 +97,22 @@ def eval_name(size: dict, ev: dict, lr: float, seed: int) -> str:
 
 
 def plan_jobs(plan: dict, out: Path, py: str = sys.executable) -> list[Job]:
-    """Pretraining jobs first, then evaluations (task, method, seed and lr order as listed in the plan)."""
+    """Jobs that make the models first (pretraining, or adaptation of a checkpoint on task text; a model
+    given as a checkpoint needs none), then evaluations (task, method, seed and lr order as in the plan)."""
     jobs = []
     for size in plan["sizes"]:
+        if size.get("checkpoint"):
+            continue
+        if size.get("adapt"):
+            a = size["adapt"]
+            cmd = [py, "-m", "experiments.adapt", "--tasks", ",".join(a["tasks"]), "--model", a["from"],
+                   "--tokens", str(a["tokens"]), "--out", str(model_dir(out, size))]
+            cmd += [x for k, v in a.get("args", {}).items() for x in flag(k, v)]
+            if (model_dir(out, size) / "train_state.pt").exists():
+                cmd.append("--resume")
+            jobs.append(Job(f"adapt-{size['name']}", cmd, model_dir(out, size) / "adaptation.json",
+                            estimate=size.get("seconds", 600)))
+            continue
         cmd = [py, "-m", "minigpt.pretrain", "--out", str(model_dir(out, size)), "--lr", str(size["lr"]),
                "--max-seconds", str(size["seconds"])]
         if size.get("init_from"):  # continued pretraining: the checkpoint fixes the shape
@@ -111,6 +135,8 @@ def plan_jobs(plan: dict, out: Path, py: str = sys.executable) -> list[Job]:
     for ev in plan["evals"]:
         for seed in ev["seeds"]:
             for size in plan["sizes"]:
+                if ev.get("only") and size["name"] not in ev["only"]:
+                    continue
                 for lr in ev["lrs"]:
                     order.append((seed, size, ev, lr))
     order.sort(key=lambda t: t[0] != t[2]["seeds"][0])  # every first seed before any further seed
@@ -122,7 +148,7 @@ def plan_jobs(plan: dict, out: Path, py: str = sys.executable) -> list[Job]:
         cmd += [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in ev.get("args", {}).items()]
         estimate = ev.get("seconds", 120) * size.get("eval_cost", 1.0)
         jobs.append(Job(name, cmd, out / "results" / name / "metrics.json", estimate,
-                        needs=[f"pretrain-{size['name']}"], later=seed != ev["seeds"][0]))
+                        needs=model_job(size), later=seed != ev["seeds"][0]))
     return jobs
 
 
@@ -231,6 +257,8 @@ def collect(plan: dict, out: Path) -> dict:
         metrics_file = model_dir(out, size) / "pretrain_metrics.json"
         pre = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
         for ev in plan["evals"]:
+            if ev.get("only") and size["name"] not in ev["only"]:
+                continue
             by_lr = {}
             for lr in ev["lrs"]:
                 for seed in ev["seeds"]:
@@ -255,7 +283,7 @@ def collect(plan: dict, out: Path) -> dict:
             scores = [r["score"] for r in finite[lr]]
             sers = [r["slot_error_rate"] for r in finite[lr] if r.get("slot_error_rate") is not None]
             table.append({"size": size["name"], "task": ev["task"], "method": ev["method"],
-                          "non_embedding_params": pre["non_embedding_parameters"] if pre else None,
+                          "non_embedding_params": (pre or {}).get("non_embedding_parameters"),
                           "chosen_lr": lr, "lrs_tried": sorted(by_lr), "n": len(scores),
                           "mean": statistics.mean(scores), "sd": statistics.stdev(scores) if len(scores) > 1 else None,
                           "scores": scores, "dev_loss": statistics.mean(r["best_dev_loss"] for r in finite[lr]),
@@ -330,11 +358,14 @@ def markdown(result: dict, out: Path) -> str:
              "over its seeds (n).", "",
              f"Jobs: {', '.join(f'{v} {k}' for k, v in status.items())}. Machines: {'; '.join(machines) or 'n/a'}.",
              "", "![scale curve](scale.png)", "", "## Models", "",
+             "Tokens and seconds are those of each model's own training run (for an adapted or continued model, "
+             "that run alone).", "",
              "| model | non-embedding parameters | tokens seen | training s | held-out loss by source (nats/token) |",
              "|---|---|---|---|---|"]
     for m in result["models"]:
         losses = ", ".join(f"{k} {v:.3f}" for k, v in m["val_loss_by_source"].items())
-        lines.append(f"| {m['name']} | {m['non_embedding_parameters'] / 1e6:.2f}M | {m['tokens_seen'] / 1e6:.0f}M | "
+        name = m["name"] + (f" (adapted on {', '.join(m['adapted_on'])})" if m.get("adapted_on") else "")
+        lines.append(f"| {name} | {m['non_embedding_parameters'] / 1e6:.2f}M | {m['tokens_seen'] / 1e6:.1f}M | "
                      f"{m['train_seconds']:.0f} | {losses} |")
     for task in ("e2e", "sst2"):
         rows = [r for r in result["table"] if r["task"] == task]
@@ -367,20 +398,63 @@ def markdown(result: dict, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def model_summary(size: dict, folder: Path) -> dict | None:
+    """What a model's own training run recorded (pretraining, continued pretraining or adaptation)."""
+    f = folder / "pretrain_metrics.json"
+    if not f.exists():
+        return None
+    m = json.loads(f.read_text())
+    c = json.loads((folder / "config.json").read_text())
+    non_embedding = m.get("non_embedding_parameters",
+                          m["parameters"] - c["n_embd"] * (c["vocab_size"] + c["n_positions"]))
+    adapted = folder / "adaptation.json"
+    return {"name": size["name"], "non_embedding_parameters": non_embedding, "parameters": m["parameters"],
+            "tokens_seen": m["tokens_seen"], "train_seconds": m["train_seconds"],
+            "val_loss_by_source": m.get("val_loss_by_source") or {"validation": m["val_loss"]}, "gpu": m.get("gpu"),
+            "adapted_on": json.loads(adapted.read_text())["tasks"] if adapted.exists() else None}
+
+
+def bars(result: dict, path: Path) -> None:
+    """Test scores per model (categories, e.g. adaptation arms), prefix beside fine-tuning, slot errors noted."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tasks = [t for t in ("e2e", "sst2") if any(r["task"] == t for r in result["table"])]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        rows = [r for r in result["table"] if r["task"] == task]
+        models = list(dict.fromkeys(r["size"] for r in rows))
+        for i, (method, color) in enumerate((("prefix", "C0"), ("finetune", "C1"))):
+            for j, model in enumerate(models):
+                r = next((r for r in rows if r["size"] == model and r["method"] == method), None)
+                if r is None:
+                    continue
+                x = j + (i - 0.5) * 0.38
+                ax.bar(x, r["mean"], 0.36, yerr=r["sd"] or 0.0, capsize=3, color=color,
+                       label=("prefix (length 10, MLP)" if method == "prefix" else "full fine-tuning") if j == 0 else None)
+                note = f"n={r['n']}, lr {r['chosen_lr']:g}"
+                if r.get("slot_error_rate") is not None:
+                    note += f"\nslot err {r['slot_error_rate']:.0f}%"
+                ax.annotate(note, (x, r["mean"]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6)
+        for y, label in FLOORS.get(task, []):
+            ax.axhline(y, ls=":", c="gray")
+            ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=7, color="gray")
+        ax.set_xticks(range(len(models)), models, fontsize=8)
+        ax.set(ylabel=f"test {SCORE[task][1]}", title=f"{task.upper()} (mean ± sd over n seeds; lr chosen on dev)")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda t: fig.savefig(t, dpi=120, format="png"))
+    plt.close(fig)
+
+
 def report(plan: dict, out: Path) -> dict:
     result = collect(plan, out)
-    sizes = []
-    for size in plan["sizes"]:
-        f = model_dir(out, size) / "pretrain_metrics.json"
-        if f.exists():
-            m = json.loads(f.read_text())
-            sizes.append({"name": size["name"], "non_embedding_parameters": m["non_embedding_parameters"],
-                          "parameters": m["parameters"], "tokens_seen": m["tokens_seen"],
-                          "train_seconds": m["train_seconds"], "val_loss_by_source": m["val_loss_by_source"],
-                          "gpu": m.get("gpu")})
+    sizes = [m for m in (model_summary(size, model_dir(out, size)) for size in plan["sizes"]) if m]
     result["models"] = sizes
     atomic_write(out / "scale.json", lambda t: Path(t).write_text(json.dumps(result, indent=2) + "\n"))
-    plot(result, out / "scale.png")
+    (bars if plan.get("plot") == "bars" else plot)(result, out / "scale.png")
     atomic_write(out / "RESULTS.md", lambda t: Path(t).write_text(markdown(result, out)))
     print(f"{'model':<14} {'non-emb':>9} {'tokens':>8}  val loss by source")
     for s in sizes:
@@ -410,7 +484,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("--jobs must be >= 1 and --deadline > 0")
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "plan.json", lambda t: Path(t).write_text(json.dumps(plan, indent=2) + "\n"))
-        tokenize(plan)  # once, here: the pretraining jobs then all read the same cache
+        if "mixture" in plan:
+            tokenize(plan)  # once, here: the pretraining jobs then all read the same cache
         run_jobs(plan_jobs(plan, out), out, jobs, end)
     report(plan, out)
 

@@ -36,6 +36,22 @@ def test_plan_pretrains_first_and_runs_every_first_seed_before_any_other(tmp_pat
     assert {"--lr=0.003", "--seed=1", "--epochs=2", "--task=e2e", f"--model={tmp_path}/models/s"} <= set(e2e.cmd)
 
 
+def test_checkpoints_need_no_job_and_adapted_models_wait_for_their_adaptation(tmp_path):
+    plan = {"sizes": [{"name": "none", "checkpoint": "ckpt/base"},
+                      {"name": "shared", "adapt": {"from": "ckpt/base", "tasks": ["e2e", "sst2"], "tokens": 1000}}],
+            "evals": [{"task": "e2e", "method": "prefix", "lrs": [1e-3], "seeds": [0], "only": ["shared"]},
+                      {"task": "sst2", "method": "prefix", "lrs": [1e-3], "seeds": [0]}]}
+    jobs = {j.name: j for j in plan_jobs(plan, tmp_path, py="python")}
+    assert list(jobs) == ["adapt-shared", "shared-e2e-prefix-lr0.001-seed0", "none-sst2-prefix-lr0.001-seed0",
+                          "shared-sst2-prefix-lr0.001-seed0"]  # "only" keeps the e2e runs to the shared model
+    adapt = jobs["adapt-shared"].cmd
+    assert adapt[adapt.index("--tasks") + 1] == "e2e,sst2" and adapt[adapt.index("--model") + 1] == "ckpt/base"
+    assert jobs["none-sst2-prefix-lr0.001-seed0"].needs == []
+    assert "--model=ckpt/base" in jobs["none-sst2-prefix-lr0.001-seed0"].cmd
+    assert jobs["shared-e2e-prefix-lr0.001-seed0"].needs == ["adapt-shared"]
+    assert f"--model={tmp_path}/models/shared" in jobs["shared-e2e-prefix-lr0.001-seed0"].cmd
+
+
 def script(tmp_path, name, body):
     f = tmp_path / f"{name}.py"
     f.write_text(body)
