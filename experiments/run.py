@@ -32,7 +32,7 @@ from .data import encode_pair, encode_source, load_sst2
 from .decode import decode
 from .metrics import corpus_metrics
 from .tasks import task_splits
-from .train import LMObjective, fit, write_jsonl_logger
+from .train import JsonLog, LMObjective, TrainingDiverged, fit
 
 
 def load_base(cfg: ExperimentConfig) -> GPT:
@@ -103,11 +103,13 @@ def run(cfg: ExperimentConfig) -> dict:
     enc = load_tokenizer()
     base = load_base(cfg)
     master = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-    log = write_jsonl_logger(run_dir / "log.jsonl", master)
+    log = JsonLog(run_dir / "log.jsonl", master)
     try:
         job = (classification if cfg.task == "sst2" else generation)(cfg, base, enc, run_dir, log)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, TrainingDiverged) as e:
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(f"interrupted: rerun the same command to resume from {run_dir / 'state.pt'}") from None
     if job is None:  # under torchrun, process 0 evaluates and writes the results
         return {}
     net, scores, predictions, n_train, n_test, summary = job
