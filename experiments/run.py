@@ -28,10 +28,10 @@ from prefix import PrefixConfig, PrefixTuner
 
 from .config import ExperimentConfig, parse_cli
 from .classify import LABEL_WORDS, ClassificationObjective, Classifier, accuracy_f1, encode_example
-from .data import encode_pair, encode_source, load_sst2
+from .data import DataError, encode_pair, encode_source
 from .decode import decode
 from .metrics import corpus_metrics
-from .tasks import task_splits
+from .tasks import sst2_splits, task_splits
 from .train import JsonLog, LMObjective, TrainingDiverged, fit
 
 
@@ -100,13 +100,13 @@ def run(cfg: ExperimentConfig) -> dict:
     run_dir = Path(cfg.runs_dir) / cfg.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    enc = load_tokenizer()
+    enc = load_tokenizer(bpe_dir(cfg))
     base = load_base(cfg)
     master = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     log = JsonLog(run_dir / "log.jsonl", master)
     try:
         job = (classification if cfg.task == "sst2" else generation)(cfg, base, enc, run_dir, log)
-    except (FileNotFoundError, TrainingDiverged) as e:
+    except (FileNotFoundError, DataError, TrainingDiverged) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
         raise SystemExit(f"interrupted: rerun the same command to resume from {run_dir / 'state.pt'}") from None
@@ -130,12 +130,22 @@ def run(cfg: ExperimentConfig) -> dict:
     return metrics
 
 
+def bpe_dir(cfg: ExperimentConfig) -> Path | None:
+    """`<data_dir>/gpt2` when --data_dir holds the GPT-2 BPE files there (else the usual search)."""
+    folder = Path(cfg.data_dir).expanduser() / "gpt2" if cfg.data_dir else None
+    return folder if folder is not None and (folder / "vocab.bpe").is_file() else None
+
+
 def param_counts(net, base) -> tuple[int, int]:
     """(trainable parameters of what is trained, parameters of the base model)."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad), sum(p.numel() for p in base.parameters())
 
 
-def announce(cfg, net, base, n_train: int, n_test: int) -> None:
+def announce(cfg, net, base, n_train: int, n_test: int, sizes: dict[str, dict[str, int]]) -> None:
+    """Print what the run trains and scores: the data files' counts, the limits' share, the parameters."""
+    files = "; ".join(f"{split} " + ", ".join(f"{n:,} {unit}" for unit, n in counts.items())
+                      for split, counts in sizes.items())
+    print(f"{cfg.task} data files: {files}")
     trainable, total = param_counts(net, base)
     print(f"{cfg.run_name}: {n_train:,} training examples, {n_test:,} test items; "
           f"trainable params {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
@@ -143,14 +153,14 @@ def announce(cfg, net, base, n_train: int, n_test: int) -> None:
 
 def generation(cfg, base, enc, run_dir, log):
     """Table-to-text: train on (table, text) pairs, beam-decode the test tables, score with the E2E metrics."""
-    train, dev, test, subsets = task_splits(cfg.task, cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test)
+    train, dev, test, subsets, sizes = task_splits(cfg.task, cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test)
     train_pairs = [encode_pair(enc, table, text) for table, text in train]
     dev_pairs = [encode_pair(enc, table, text) for table, text in dev]
     test_sources = [encode_source(enc, table) for table, _ in test]
     check_lengths(cfg, base, [len(ids) for ids, _ in train_pairs],
                   [len(s) + cfg.max_new_tokens for s in test_sources])
     net = build_net(cfg, base, enc)
-    announce(cfg, net, base, len(train_pairs), len(test))
+    announce(cfg, net, base, len(train_pairs), len(test), sizes)
     summary = fit(net, LMObjective(base, EOT), train_pairs, dev_pairs, cfg, run_dir, log=log)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return None
@@ -168,13 +178,12 @@ def generation(cfg, base, enc, run_dir, log):
 
 def classification(cfg, base, enc, run_dir, log):
     """SST-2: train the prefix (and a linear head, if chosen) on the template, score dev and test."""
-    splits = {s: load_sst2(s, cfg.data_dir) for s in ("train", "dev", "test")}
-    limits = {"train": cfg.max_train, "dev": cfg.max_dev, "test": cfg.max_test}
-    items = {s: [(encode_example(enc, text), label) for label, text in rows[:limits[s]]] for s, rows in splits.items()}
+    splits, sizes = sst2_splits(cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test)
+    items = {s: [(encode_example(enc, text), label) for label, text in rows] for s, rows in splits.items()}
     check_lengths(cfg, base, [len(ids) for ids, _ in items["train"]],
                   [len(ids) for split in ("dev", "test") for ids, _ in items[split]])
     net = Classifier(build_net(cfg, base, enc), base.lm_head, cfg.head, enc, base.config.n_embd)
-    announce(cfg, net, base, len(items["train"]), len(items["test"]))
+    announce(cfg, net, base, len(items["train"]), len(items["test"]), sizes)
     # dev loss for early stopping uses at most max_dev examples; accuracy is reported on the whole dev split
     summary = fit(net, ClassificationObjective(net), items["train"], items["dev"], cfg, run_dir, log=log)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
