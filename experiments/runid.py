@@ -15,7 +15,7 @@ from pathlib import Path
 
 from minigpt.weights import WEIGHT_FILES, atomic_write
 
-from .config import BOOKKEEPING, ConfigError, ExperimentConfig, default_values, read_json, shown
+from .config import BOOKKEEPING, ConfigError, ExperimentConfig, default_values, read_json
 from .data import REMOTES, dataset_dir, listing_sha256
 from .tasks import DATASETS
 
@@ -32,7 +32,7 @@ class RunId:
     def differences(self, recorded: RunId) -> list[str]:
         """'lr 0.001 -> 0.05' for each setting in which `recorded` (a folder's record) differs from this run;
         inputs are compared where both have a fingerprint."""
-        out = [f"{k} {shown(recorded.settings.get(k))} -> {shown(v)}" for k, v in self.settings.items()
+        out = [f"{k} {json.dumps(recorded.settings.get(k))} -> {json.dumps(v)}" for k, v in self.settings.items()
                if recorded.settings.get(k) != v]
         return out + [f"the {k} files changed" for k, v in self.inputs.items()
                       if None not in (v, recorded.inputs.get(k)) and recorded.inputs[k] != v]
