@@ -1,8 +1,10 @@
 """E2E, WebNLG 2017 and SST-2: loading, table linearization, the training format, and length-bucketed batches.
 
-Files are looked for in the data directories of `minigpt.datadir` (`--data-dir`, `$DATA_DIR`, `data/`,
-`../shared/data`); if no directory holds a complete copy, the official files are downloaded into the
-project's `data/` (sha256-checked, moved into place only once all of them check out).
+Files are looked for in the data directories of `minigpt.datadir` (`$DATA_DIR`, `data/`, `../shared/data`);
+if no directory holds a complete copy, the official files are downloaded into the project's `data/`
+(sha256-checked, moved into place only once all of them check out). A directory the caller names
+(`data_dir`, the runner's `--data_dir`) is used alone: a file missing there is an error, never a substitute.
+A file that cannot be read as its dataset raises `DataError`, naming the file and line.
 
 Training format (PAPER.md, "table <|endoftext|> text <|endoftext|>"): for a table and a text,
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import random
 import re
@@ -43,6 +46,22 @@ E2E_KEYS = {"eatType": "Type", "priceRange": "price", "familyFriendly": "family 
 # The 10 WebNLG 2017 training categories ("seen"); the test set adds 5 unseen ones.
 SEEN_CATEGORIES = ("Airport", "Astronaut", "Building", "City", "ComicsCharacter", "Food", "Monument",
                    "SportsTeam", "University", "WrittenWork")
+
+
+# items in the published files: a copy with other counts is cut short or another file (`check_counts`)
+PUBLISHED = {
+    ("e2e", "train"): {"references": 42061, "MRs": 4862}, ("e2e", "dev"): {"references": 4672, "MRs": 547},
+    ("e2e", "test"): {"references": 4693, "MRs": 630},
+    ("webnlg", "train"): {"references": 18102, "entries": 6940},
+    ("webnlg", "dev"): {"references": 2268, "entries": 872},
+    ("webnlg", "test"): {"references": 4928, "entries": 1862},
+    ("sst2", "train"): {"sentences": 6920}, ("sst2", "dev"): {"sentences": 872}, ("sst2", "test"): {"sentences": 1821},
+}
+
+
+class DataError(ValueError):
+    """A data file that cannot be read as its dataset: the message names the file (and line) and what was
+    expected."""
 
 
 class Example(NamedTuple):
@@ -126,10 +145,13 @@ def download(name: str, root: Path) -> Path:
 
 
 def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder holding all files of dataset `name` ("e2e" or "webnlg_2017"): the first data directory
-    with a complete copy, else a fresh download into the project's data/. Offline: FileNotFoundError."""
+    """The folder holding all files of dataset `name` ("e2e", "webnlg_2017", "sst2"): `data_dir/name` when
+    `data_dir` is given, else the first data directory with a complete copy, else a fresh download into the
+    project's data/. Missing files: FileNotFoundError."""
     remote = REMOTES[name]
-    dirs = data_dirs(data_dir)
+    if data_dir is not None:
+        return given_dataset_dir(name, Path(data_dir).expanduser())
+    dirs = data_dirs()
     for d in dirs:
         if all((d / name / f).is_file() for f in remote.files):
             return d / name
@@ -141,6 +163,30 @@ def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
             f"{name} data not found and not downloadable ({type(e).__name__}: {e}). It needs {shown} "
             f"(as published at {remote.base_url}) in a folder <dir>/{name}/, where <dir> is --data-dir, "
             f"$DATA_DIR, data/ or ../shared/data. Looked in: {', '.join(str(d) for d in dirs)}") from e
+
+
+def given_dataset_dir(name: str, data_dir: Path) -> Path:
+    """`data_dir/name` if it holds every file of dataset `name`; else FileNotFoundError naming the first
+    missing one (a directory the user named is not silently replaced by another copy or a download)."""
+    remote = REMOTES[name]
+    missing = [f for f in remote.files if not (data_dir / name / f).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more of its files)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"--data_dir={data_dir} lacks {data_dir / name / missing[0]}{more}: put the {name} "
+                                f"files as published at {remote.base_url} there, or leave out --data_dir to use "
+                                "the data found automatically")
+    return data_dir / name
+
+
+def read_text(path: Path) -> str:
+    """A data file's text; DataError naming the line of the first byte that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: byte {raw[e.start]:#04x} is not UTF-8; expected the dataset's UTF-8 "
+                        "text (a damaged or different file?)") from None
 
 
 def _check_split(split: str) -> None:
@@ -168,8 +214,24 @@ def load_e2e(split: str, data_dir: str | os.PathLike | None = None) -> list[Exam
     """The E2E split as (table, text) pairs in file order, one per reference (whitespace collapsed)."""
     _check_split(split)
     path = dataset_dir("e2e", data_dir) / E2E_FILES[split]
-    with open(path, encoding="utf-8", newline="") as f:
-        return [Example(linearize_mr(row["mr"]), _clean(row["ref"])) for row in csv.DictReader(f)]
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    examples = []
+    try:
+        if reader.fieldnames is None or not {"mr", "ref"} <= set(reader.fieldnames):
+            raise DataError(f"{path}: expected a CSV file with columns 'mr' and 'ref', found "
+                            f"{reader.fieldnames or 'no header (an empty file)'}")
+        for row in reader:
+            if row["mr"] is None or row["ref"] is None:
+                raise DataError(f"{path}:{reader.line_num}: expected an 'mr' and a 'ref' value, got {row}")
+            try:
+                examples.append(Example(linearize_mr(row["mr"]), _clean(row["ref"])))
+            except ValueError as e:
+                raise DataError(f"{path}:{reader.line_num}: {e}") from None
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: not a readable CSV row ({e})") from None
+    if not examples:
+        raise DataError(f"{path}: no rows after the header; expected (mr, ref) rows")
+    return examples
 
 
 def group_by_mr(examples: list[Example]) -> list[tuple[str, list[str]]]:
@@ -198,7 +260,11 @@ def load_webnlg(split: str, data_dir: str | os.PathLike | None = None) -> list[E
     files = ["test/testdata_with_lex.xml"] if split == "test" else _webnlg_files(split)
     entries = []
     for f in files:
-        for e in ET.parse(folder / f).getroot().iter("entry"):
+        try:
+            root = ET.parse(folder / f).getroot()
+        except ET.ParseError as e:
+            raise DataError(f"{folder / f}: not a readable WebNLG XML file ({e})") from None
+        for e in root.iter("entry"):
             table = linearize_triples([t.text or "" for t in e.iter("mtriple")])
             refs = tuple(_clean(lex.text or "") for lex in e.iter("lex"))
             entries.append(Entry(table, refs, e.get("category"), e.get("category") in SEEN_CATEGORIES))
@@ -210,12 +276,30 @@ def load_sst2(split: str, data_dir: str | os.PathLike | None = None) -> list[tup
     _check_split(split)
     path = dataset_dir("sst2", data_dir) / f"stsa.binary.{split}"
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         label, _, sentence = line.partition(" ")
         if label not in ("0", "1") or not sentence.strip():
-            raise ValueError(f"{path}:{n}: expected '<0|1> <sentence>', got {line[:60]!r}")
+            raise DataError(f"{path}:{n}: expected '<0|1> <sentence>', got {line[:60]!r}")
         rows.append((int(label), sentence.strip()))
+    if not rows:
+        raise DataError(f"{path}: empty; expected '<0|1> <sentence>' lines")
     return rows
+
+
+def check_counts(task: str, split: str, found: dict[str, int], unit: str, limit: int | None, where: Path) -> None:
+    """Refuse a split whose file holds other counts than the published one (cut short, or another file).
+
+    `found`: the file's counts per unit (e.g. references and MRs); `limit` (max_train / max_dev / max_test)
+    counts `unit` and applies after loading: with a limit, the file needs only that many."""
+    published = PUBLISHED[(task, split)]
+    if limit is None:
+        wrong = [u for u in published if found[u] != published[u]]
+    else:
+        wrong = [unit] if found[unit] < min(limit, published[unit]) else []
+    if wrong:
+        counts = ", ".join(f"{found[u]:,} {u} (published: {published[u]:,})" for u in wrong)
+        raise DataError(f"{where}: the {task} {split} split holds {counts}, so it is cut short or another file; "
+                        f"restore the published file (or set max_{split} to use only its first items)")
 
 
 def encode_source(enc: tiktoken.Encoding, table: str) -> list[int]:

@@ -21,27 +21,50 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from minigpt.weights import atomic_write  # noqa: E402
 
+from .config import BOOKKEEPING, default_values  # noqa: E402
+
 METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
-# the setting that distinguishes runs in the sweeps (everything else is held at the defaults)
-KEY_FIELDS = ("task", "model", "random_init", "method", "prefix_len", "depth", "reparam", "init", "head",
-              "max_train", "epochs", "lr", "base_dtype")
+# the settings the sweeps vary; runs that also differ in any other setting (data sizes, model, epochs, ...)
+# are not compared with each other
+SWEPT = ("method", "random_init", "prefix_len", "depth", "reparam", "init", "head", "lr", "seed")
 
 
 def load_results(root: Path) -> list[dict]:
+    """Each finished run's config (a setting it predates: its default) and metrics."""
+    defaults = default_values()
     rows = []
     for m in sorted(root.glob("*/metrics.json")):
-        cfg = json.loads((m.parent / "config.json").read_text())
+        cfg = {**defaults, **json.loads((m.parent / "config.json").read_text())}
         rows.append({"config": cfg, "metrics": json.loads(m.read_text()), "run": m.parent.name})
     return rows
 
 
+def setting_key(cfg: dict, leave_out: tuple[str, ...]) -> tuple:
+    """The run's settings but `leave_out` and the bookkeeping ones, as a hashable key."""
+    return tuple((k, json.dumps(v)) for k, v in sorted(cfg.items()) if k not in leave_out + BOOKKEEPING)
+
+
 def group(rows: list[dict]) -> dict[tuple, list[dict]]:
-    """Runs that differ only in the seed, grouped."""
+    """Runs that differ only in the seed, grouped (so never runs scored on other data sizes)."""
     out = defaultdict(list)
     for r in rows:
-        key = tuple((k, json.dumps(r["config"].get(k))) for k in KEY_FIELDS)
-        out[key].append(r)
+        out[setting_key(r["config"], ("seed",))].append(r)
     return out
+
+
+def comparable(rows: list[dict], task: str) -> tuple[list[dict], dict]:
+    """The runs the findings compare: those with the most common values of the settings the sweeps do not
+    vary (data sizes, model, epochs, ...), and those values. The others are named in a printed note."""
+    budget = Counter(setting_key(r["config"], SWEPT) for r in rows).most_common(1)[0][0]
+    chosen = [r for r in rows if setting_key(r["config"], SWEPT) == budget]
+    others = [r for r in rows if setting_key(r["config"], SWEPT) != budget]
+    values = {k: json.loads(v) for k, v in budget}
+    if others:
+        differ = sorted({k for r in others for k, v in values.items() if r["config"].get(k) != v})
+        print(f"note: {len(others)} {task} run(s) differ from the compared runs in {', '.join(differ)} "
+              f"(the compared runs have {', '.join(f'{k}={json.dumps(values[k])}' for k in differ)}); they are "
+              "left out of the comparisons and listed separately in the table of run groups")
+    return chosen, values
 
 
 def stats(runs: list[dict], metric: str = "bleu") -> tuple[float, float, int]:
@@ -95,18 +118,16 @@ PRIMARY = {"e2e": ("bleu", "test BLEU"), "webnlg": ("bleu", "test BLEU"), "sst2"
 def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], dict]:
     """Plots for one task and its part of RESULTS.md; also returns the depth gap for the cross-task row."""
     metric, label = PRIMARY[task]
-    groups = group(rows)
-    # curves compare runs of one model and one training budget: the most common ones among the results
-    model, max_train, epochs = Counter((r["config"]["model"], r["config"]["max_train"], r["config"]["epochs"])
-                                       for r in rows).most_common(1)[0][0]
-    budget = dict(model=model, max_train=max_train, epochs=epochs)
-    common = dict(task=task, **budget, random_init=False, method="prefix")
+    # curves and findings compare runs of one model, training budget and data size: the most common ones
+    compared, budget = comparable(rows, task)
+    groups = group(compared)
+    common = dict(random_init=False, method="prefix")
     every_mlp = select(groups, **common, depth="all", reparam="mlp", init="random")
     every_direct = select(groups, **common, depth="all", reparam="direct", init="random")
     emb = select(groups, **common, depth="embedding", init="random")
     rand = select(groups, **{**common, "random_init": True}, depth="all", reparam="mlp")
-    ft = [r for runs in groups.values() for r in runs if r["config"]["method"] == "finetune"
-          and all(r["config"][k] == v for k, v in budget.items()) and not r["config"]["random_init"]]
+    ft = [r for runs in groups.values() for r in runs
+          if r["config"]["method"] == "finetune" and not r["config"]["random_init"]]
 
     fig, ax = plt.subplots(figsize=(6, 4))
     curve(ax, every_mlp, "prefix, every layer (MLP)", metric)
@@ -151,8 +172,9 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
                        f"{r['metrics']['machine'].get('threads', '?')} thread(s) per run)"
                        for r in rows})
     lines = [f"## {task}", "",
-             f"{len(rows)} runs; the comparisons use model `{model}` with max_train={max_train}, epochs={epochs} "
-             f"(all result groups are in the table below). Mean ± std of {label} over seeds (n = seeds). Machines: "
+             f"{len(rows)} runs; the comparisons use the {len(compared)} with model `{budget['model']}`, " +
+             ", ".join(f"{k}={json.dumps(budget[k])}" for k in ("max_train", "max_dev", "max_test", "epochs")) +
+             f" (all result groups are in the table below). Mean ± std of {label} over seeds (n = seeds). Machines: "
              f"{'; '.join(machines)}; torch {first['machine']['torch']}; commits: "
              f"{', '.join(sorted({r['metrics']['commit'] for r in rows}))}.", ""]
     if task == "e2e":
@@ -190,9 +212,11 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
               "over seeds of each metric and of the training seconds; lr is the runs' peak learning rate.",
               "", "| run group | n | lr | " + " | ".join(cols) + " | trainable params | train s |",
               "|---|---|---|" + "---|" * len(cols) + "---|---|"]
-    for runs in sorted(groups.values(), key=lambda runs: runs[0]["run"]):
+    for runs in sorted(group(rows).values(), key=lambda runs: runs[0]["run"]):
         cells = [f"{stats(runs, m)[0]:.2f}" if stats(runs, m)[2] else "n/a" for m in cols]
-        lines.append(f"| {runs[0]['run'].rsplit('-seed', 1)[0]} | {len(runs)} | {runs[0]['config']['lr']:g} | " +
+        other = {k: runs[0]["config"][k] for k, v in budget.items() if runs[0]["config"][k] != v}
+        name = runs[0]["run"].rsplit("-seed", 1)[0] + (f" (not compared: {json.dumps(other)})" if other else "")
+        lines.append(f"| {name} | {len(runs)} | {runs[0]['config']['lr']:g} | " +
                      " | ".join(cells) + f" | {runs[0]['metrics']['trainable_params']:,} | "
                      f"{stats(runs, 'train_seconds')[0]:.0f} |")
     lines += [""] + [f"![{task} {n}](plots/{task}_{n}.png)" for n in ("length", "depth", "reparam")] + [""]

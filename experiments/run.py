@@ -5,8 +5,9 @@
 
 Writes `<results_dir>/<run>/{config.json, metrics.json, predictions.txt, log.jsonl}` (predictions: one
 line per test table, in the order tables first appear), keeps resumable training state in
-`<runs_dir>/<run>/`, and prints a short table. A run whose metrics.json exists is not run again
-(delete the folder, or pass --name=..., to rerun).
+`<runs_dir>/<run>/`, and prints a short table. A run with the same settings, model and data files
+(`runid.py`) that has finished is not run again, and one that was interrupted resumes; a folder under the
+run's name holding a run with other settings is refused (pass --name=..., or delete both folders).
 """
 from __future__ import annotations
 
@@ -28,12 +29,13 @@ from prefix import PrefixConfig, PrefixTuner
 
 from .config import ExperimentConfig, parse_cli
 from .classify import LABEL_WORDS, ClassificationObjective, Classifier, accuracy_f1, encode_example
-from .data import encode_pair, encode_source, load_sst2
+from .data import DataError, encode_pair, encode_source
 from .decode import decode
 from .metrics import corpus_metrics
+from .runid import claim_run_dir, finished_metrics, identify, remove_leftovers
 from .slots import corpus_slot_errors
-from .tasks import task_splits
-from .train import LMObjective, fit, write_jsonl_logger
+from .tasks import sst2_splits, task_splits
+from .train import JsonLog, LMObjective, TrainingDiverged, fit
 
 
 def load_base(cfg: ExperimentConfig) -> GPT:
@@ -42,6 +44,7 @@ def load_base(cfg: ExperimentConfig) -> GPT:
         model = GPT.from_pretrained(cfg.model)
     except CheckpointError as e:
         raise SystemExit(f"MODEL={cfg.model!r} cannot be loaded: {e}") from None
+    check_depth(cfg, model.config.n_layer)
     if cfg.random_init:
         torch.manual_seed(cfg.seed)
         model = GPT(model.config)
@@ -58,6 +61,21 @@ def build_net(cfg: ExperimentConfig, base: GPT, enc):
                         init_text=cfg.init_text if cfg.init == "text" else None,
                         prefix_dropout=cfg.prefix_dropout)
     return PrefixTuner(base, pcfg, tokenizer=enc)
+
+
+def checkpoint_layers(model: str) -> int | None:
+    """The number of layers a local checkpoint's config.json declares (None if it has none to read)."""
+    try:
+        return int(json.loads((Path(model).expanduser() / "config.json").read_text())["n_layer"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a hub id, or a config that load_base will report
+
+
+def check_depth(cfg: ExperimentConfig, n_layer: int | None) -> None:
+    """Refuse a DEPTH list naming layers the model does not have."""
+    if cfg.method == "prefix" and isinstance(cfg.depth, list) and n_layer is not None and max(cfg.depth) >= n_layer:
+        raise SystemExit(f"error: DEPTH={cfg.depth} names layers that {cfg.model} does not have: it has {n_layer} "
+                         f"layers (0..{n_layer - 1})")
 
 
 def check_lengths(cfg: ExperimentConfig, base: GPT, train_lengths: list[int], test_lengths: list[int]) -> None:
@@ -91,42 +109,61 @@ def machine() -> dict:
 
 
 def run(cfg: ExperimentConfig) -> dict:
-    out = Path(cfg.results_dir) / cfg.run_name
-    if (out / "metrics.json").exists():
-        metrics = json.loads((out / "metrics.json").read_text())
-        print(f"{cfg.run_name}: already done ({out / 'metrics.json'}, commit {metrics.get('commit')}); to run it "
-              f"again, delete {out} or give the run another name (ARGS=--name=...)")
-        print_table([(cfg.run_name, metrics)])
-        return metrics
-    run_dir = Path(cfg.runs_dir) / cfg.run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    enc = load_tokenizer()
-    base = load_base(cfg)
-    master = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-    log = write_jsonl_logger(run_dir / "log.jsonl", master)
+    out, run_dir = Path(cfg.results_dir) / cfg.run_name, Path(cfg.runs_dir) / cfg.run_name
+    check_depth(cfg, checkpoint_layers(cfg.model))  # before anything heavy loads
     try:
-        job = (classification if cfg.task == "sst2" else generation)(cfg, base, enc, run_dir, log)
+        this = identify(cfg)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
+    done = finished_metrics(out, this, cfg)
+    if done is not None:
+        print(f"{cfg.run_name}: already done with these settings, model and data ({out / 'metrics.json'}, commit "
+              f"{done.get('commit')}); to train it again, delete {out} and {run_dir}")
+        print_table([(cfg.run_name, done)])
+        return done
+    master = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    if master:
+        claim_run_dir(run_dir, this, cfg)
+    torch.manual_seed(cfg.seed)
+    enc = load_tokenizer(bpe_dir(cfg))
+    base = load_base(cfg)
+    log = JsonLog(run_dir / "log.jsonl", master)
+    try:
+        job = (classification if cfg.task == "sst2" else generation)(cfg, base, enc, run_dir, log)
+    except (FileNotFoundError, DataError, TrainingDiverged) as e:
+        raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(f"interrupted: rerun the same command to resume from {run_dir / 'state.pt'}") from None
     if job is None:  # under torchrun, process 0 evaluates and writes the results
         return {}
     net, scores, predictions, n_train, n_test, summary = job
     trainable, total = param_counts(net, base)
     metrics = {**scores, "trainable_params": trainable, "total_params": total, **summary, "split": "test",
                "n_test": n_test, "n_train": n_train, "seed": cfg.seed, "commit": COMMIT, "machine": machine(),
-               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+               "inputs": this.inputs, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     prefix_net = net.net if isinstance(net, Classifier) else net
     if cfg.method == "prefix":
         prefix_net.materialize().save(run_dir / "prefix", base_model_name_or_path=cfg.model)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.json", lambda t: Path(t).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n"))
-    atomic_write(out / "predictions.txt", lambda t: Path(t).write_text("".join(p + "\n" for p in predictions)))
-    log_text = (run_dir / "log.jsonl").read_text() if (run_dir / "log.jsonl").exists() else ""
-    atomic_write(out / "log.jsonl", lambda t: Path(t).write_text(log_text))
-    atomic_write(out / "metrics.json", lambda t: Path(t).write_text(json.dumps(metrics, indent=2) + "\n"))
+    write_results(out, cfg, predictions, run_dir / "log.jsonl", metrics)
     print_table([(cfg.run_name, metrics)])
     return metrics
+
+
+def bpe_dir(cfg: ExperimentConfig) -> Path | None:
+    """`<data_dir>/gpt2` when --data_dir holds the GPT-2 BPE files there (else the usual search)."""
+    folder = Path(cfg.data_dir).expanduser() / "gpt2" if cfg.data_dir else None
+    return folder if folder is not None and (folder / "vocab.bpe").is_file() else None
+
+
+def write_results(out: Path, cfg: ExperimentConfig, predictions: list[str], log_file: Path, metrics: dict) -> None:
+    """The results folder's files, metrics.json (which marks the run done) last."""
+    out.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out)
+    atomic_write(out / "config.json", lambda t: Path(t).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n"))
+    atomic_write(out / "predictions.txt", lambda t: Path(t).write_text("".join(p + "\n" for p in predictions)))
+    log_text = log_file.read_text() if log_file.exists() else ""
+    atomic_write(out / "log.jsonl", lambda t: Path(t).write_text(log_text))
+    atomic_write(out / "metrics.json", lambda t: Path(t).write_text(json.dumps(metrics, indent=2) + "\n"))
 
 
 def param_counts(net, base) -> tuple[int, int]:
@@ -134,7 +171,11 @@ def param_counts(net, base) -> tuple[int, int]:
     return sum(p.numel() for p in net.parameters() if p.requires_grad), sum(p.numel() for p in base.parameters())
 
 
-def announce(cfg, net, base, n_train: int, n_test: int) -> None:
+def announce(cfg, net, base, n_train: int, n_test: int, sizes: dict[str, dict[str, int]]) -> None:
+    """Print what the run trains and scores: the data files' counts, the limits' share, the parameters."""
+    files = "; ".join(f"{split} " + ", ".join(f"{n:,} {unit}" for unit, n in counts.items())
+                      for split, counts in sizes.items())
+    print(f"{cfg.task} data files: {files}")
     trainable, total = param_counts(net, base)
     print(f"{cfg.run_name}: {n_train:,} training examples, {n_test:,} test items; "
           f"trainable params {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
@@ -142,14 +183,14 @@ def announce(cfg, net, base, n_train: int, n_test: int) -> None:
 
 def generation(cfg, base, enc, run_dir, log):
     """Table-to-text: train on (table, text) pairs, beam-decode the test tables, score with the E2E metrics."""
-    train, dev, test, subsets = task_splits(cfg.task, cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test)
+    train, dev, test, subsets, sizes = task_splits(cfg.task, cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test)
     train_pairs = [encode_pair(enc, table, text) for table, text in train]
     dev_pairs = [encode_pair(enc, table, text) for table, text in dev]
     test_sources = [encode_source(enc, table) for table, _ in test]
     check_lengths(cfg, base, [len(ids) for ids, _ in train_pairs],
                   [len(s) + cfg.max_new_tokens for s in test_sources])
     net = build_net(cfg, base, enc)
-    announce(cfg, net, base, len(train_pairs), len(test))
+    announce(cfg, net, base, len(train_pairs), len(test), sizes)
     summary = fit(net, LMObjective(base, EOT), train_pairs, dev_pairs, cfg, run_dir, log=log)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return None
@@ -169,13 +210,12 @@ def generation(cfg, base, enc, run_dir, log):
 
 def classification(cfg, base, enc, run_dir, log):
     """SST-2: train the prefix (and a linear head, if chosen) on the template, score dev and test."""
-    splits = {s: load_sst2(s, cfg.data_dir) for s in ("train", "dev", "test")}
-    limits = {"train": cfg.max_train, "dev": cfg.max_dev, "test": cfg.max_test}
-    items = {s: [(encode_example(enc, text), label) for label, text in rows[:limits[s]]] for s, rows in splits.items()}
+    splits, sizes = sst2_splits(cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test)
+    items = {s: [(encode_example(enc, text), label) for label, text in rows] for s, rows in splits.items()}
     check_lengths(cfg, base, [len(ids) for ids, _ in items["train"]],
                   [len(ids) for split in ("dev", "test") for ids, _ in items[split]])
     net = Classifier(build_net(cfg, base, enc), base.lm_head, cfg.head, enc, base.config.n_embd)
-    announce(cfg, net, base, len(items["train"]), len(items["test"]))
+    announce(cfg, net, base, len(items["train"]), len(items["test"]), sizes)
     # dev loss for early stopping uses at most max_dev examples; accuracy is reported on the whole dev split
     summary = fit(net, ClassificationObjective(net), items["train"], items["dev"], cfg, run_dir, log=log)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
@@ -204,10 +244,7 @@ def print_table(rows: list[tuple[str, dict]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    try:
-        cfg = parse_cli(sys.argv[1:] if argv is None else argv)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    cfg = parse_cli(sys.argv[1:] if argv is None else argv)
     ddp = "RANK" in os.environ
     if ddp:
         torch.distributed.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")

@@ -76,16 +76,25 @@ def run_one(args: list[str], jobs: int) -> int:
     return code
 
 
+def integers(option: str, text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; anything but comma-separated integers >= 0 exits with a one-line error."""
+    parts = text.split(",")
+    if not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
+        raise SystemExit(f"error: --{option} must be comma-separated integers >= 0, got {text!r}")
+    return [int(p) for p in parts]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     own = ("--sweeps=", "--seeds=", "--jobs=")
     opts = {a[2:].split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith(own)}
     rest = [a for a in argv if not a.startswith(own)]
     sweeps = opts.get("sweeps", ",".join(SWEEPS)).split(",")
-    seeds = [int(s) for s in opts.get("seeds", "0,1,2").split(",")]
-    jobs = int(opts.get("jobs", "1"))
-    if jobs < 1:
-        raise SystemExit(f"--jobs must be >= 1, got {jobs}")
+    seeds = integers("seeds", opts.get("seeds", "0,1,2"))
+    jobs_text = opts.get("jobs", "1")
+    if not (jobs_text.isascii() and jobs_text.isdigit() and int(jobs_text) >= 1):
+        raise SystemExit(f"error: --jobs must be an integer >= 1, got {jobs_text!r}")
+    jobs = int(jobs_text)
     base = parse_cli(rest)
     runs = sweep_runs(sweeps, base.prefix_len)
     print(f"{len(runs)} settings x {len(seeds)} seeds = {len(runs) * len(seeds)} runs, {jobs} at a time")

@@ -8,13 +8,16 @@ causal attention never lets a real token see the padding after it, so no attenti
 
 Runs resume exactly (`state.pt`: trainable weights, optimizer, RNG, position in the epoch) and run under
 `torchrun` unchanged: each process takes its share of every global batch, and the loss is normalized by
-the global number of target tokens, so N processes follow the same trajectory as one.
+the global number of target tokens, so N processes follow the same trajectory as one. Ctrl-C finishes the
+current step, saves `state.pt` and stops; a loss that becomes inf or nan stops the run (`TrainingDiverged`).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -29,6 +32,39 @@ from minigpt.weights import atomic_write
 from .data import bucket_batches
 
 IGNORE = -100
+
+
+class TrainingDiverged(RuntimeError):
+    """The training or dev loss became inf or nan: the run stops and is not scored."""
+
+
+class GracefulInterrupt:
+    """While active, Ctrl-C (SIGINT) only sets `requested`, so that the loop can end its step, save the
+    training state and stop (`stop_if_requested`); a second Ctrl-C interrupts at once. Signals reach only
+    the main thread, and under torchrun every process must stop together, so it is off elsewhere."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+
+    def __enter__(self) -> "GracefulInterrupt":
+        if self.enabled:
+            previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = signal.SIG_DFL if previous is None else previous  # None: not set from Python
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def stop_if_requested(self, log, state_file: Path) -> None:
+        if self.requested:
+            log(f"interrupted: the training state is saved in {state_file}; rerun the same command to resume")
+            raise KeyboardInterrupt
 
 
 def collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +134,11 @@ def dev_loss(net, objective, items, batch_size, autocast, device="cpu") -> float
         with autocast():
             total += objective.loss(net.hidden_states, items[i:i + batch_size], device).item()
     net.train(was)
-    return total / max(objective.count(items), 1)
+    loss = total / max(objective.count(items), 1)
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"the dev loss is {loss}: the model diverged and the run is not scored; "
+                               "try a lower lr")
+    return loss
 
 
 def linear_schedule(step: int, total: int, warmup: int) -> float:
@@ -126,17 +166,8 @@ def fit(net: nn.Module, objective, train_items: list, dev_items: list, cfg, run_
     lengths = [objective.length(item) for item in train_items]
     batches_per_epoch = len(bucket_batches(lengths, cfg.batch_size, cfg.seed))
     total = cfg.epochs * batches_per_epoch
-    st = {"epoch": 0, "batch": 0, "step": 0, "elapsed": 0.0, "tokens": 0, "best_dev": math.inf,
-          "best": None, "bad_epochs": 0, "dev": []}
     state_file = run_dir / "state.pt"
-    if state_file.exists():
-        saved = torch.load(state_file, map_location=device, weights_only=False)
-        net.load_state_dict(saved["trainable"], strict=False)
-        opt.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["torch_rng"].cpu())
-        st = saved["progress"]
-        if master:
-            log(f"resuming {run_dir.name} at epoch {st['epoch']}, batch {st['batch']} (step {st['step']})")
+    st = resume(net, opt, state_file, device, log if master else lambda item: None)
 
     def save():
         if master:
@@ -147,52 +178,58 @@ def fit(net: nn.Module, objective, train_items: list, dev_items: list, cfg, run_
     net.train()
     bar = tqdm(total=total, initial=st["step"], disable=not master, unit="step", dynamic_ncols=True,
                desc=run_dir.name[:40])
-    while st["epoch"] < cfg.epochs and not (cfg.patience and st["bad_epochs"] >= cfg.patience):
-        batches = bucket_batches(lengths, cfg.batch_size, cfg.seed + st["epoch"])
-        while st["batch"] < len(batches):
-            t0 = time.perf_counter()
-            batch = batches[st["batch"]]
-            n_targets = objective.count([train_items[i] for i in batch])
-            mine = batch[rank::world]  # this process's share of the global batch
-            lr = cfg.lr * linear_schedule(st["step"], total, cfg.warmup_steps)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            if mine:
-                with autocast():
-                    loss = objective.loss(hidden, [train_items[i] for i in mine], device) / n_targets * world
-                loss.backward()
-            else:  # pragma: no cover - more processes than rows in a batch
-                (sum(p.sum() for p in params) * 0).backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            st["batch"] += 1
-            st["step"] += 1
-            st["tokens"] += sum(lengths[i] for i in batch)
-            st["elapsed"] += time.perf_counter() - t0
+    with GracefulInterrupt(enabled=not ddp) as interrupt:
+        while st["epoch"] < cfg.epochs and not (cfg.patience and st["bad_epochs"] >= cfg.patience):
+            batches = bucket_batches(lengths, cfg.batch_size, cfg.seed + st["epoch"])
+            while st["batch"] < len(batches):
+                t0 = time.perf_counter()
+                batch = batches[st["batch"]]
+                n_targets = objective.count([train_items[i] for i in batch])
+                mine = batch[rank::world]  # this process's share of the global batch
+                lr = cfg.lr * linear_schedule(st["step"], total, cfg.warmup_steps)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                if mine:
+                    with autocast():
+                        loss = objective.loss(hidden, [train_items[i] for i in mine], device) / n_targets * world
+                    if not torch.isfinite(loss):  # before the update: the saved state stays the last finite one
+                        raise TrainingDiverged(f"the training loss is {loss.item()} at step {st['step'] + 1} (lr "
+                                               f"{lr:.3g}): the run diverged and is not scored; try a lower lr")
+                    loss.backward()
+                else:  # pragma: no cover - more processes than rows in a batch
+                    (sum(p.sum() for p in params) * 0).backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                st["batch"] += 1
+                st["step"] += 1
+                st["tokens"] += sum(lengths[i] for i in batch)
+                st["elapsed"] += time.perf_counter() - t0
+                if master:
+                    value = loss.item() / world if mine else float("nan")
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{st['tokens'] / st['elapsed']:,.0f}")
+                    if st["step"] % cfg.log_every == 0:
+                        log({"step": st["step"], "epoch": st["epoch"], "train_loss": value, "lr": lr,
+                             "tokens_per_second": round(st["tokens"] / st["elapsed"])})
+                if st["step"] % cfg.ckpt_every == 0 or interrupt.requested:
+                    save()
+                interrupt.stop_if_requested(log, state_file)
+            # end of epoch: dev loss, keep the best, stop early when it stops improving
+            dl = dev_loss(net, objective, dev_items, cfg.batch_size * 2, autocast, device)
+            st["dev"].append(dl)
+            if dl < st["best_dev"]:
+                st["best_dev"], st["best"], st["bad_epochs"] = dl, trainable_state(net), 0
+            else:
+                st["bad_epochs"] += 1
             if master:
-                value = loss.item() / world if mine else float("nan")
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{st['tokens'] / st['elapsed']:,.0f}")
-                if st["step"] % cfg.log_every == 0:
-                    log({"step": st["step"], "epoch": st["epoch"], "train_loss": value, "lr": lr,
-                         "tokens_per_second": round(st["tokens"] / st["elapsed"])})
-            if st["step"] % cfg.ckpt_every == 0:
-                save()
-        # end of epoch: dev loss, keep the best, stop early when it stops improving
-        dl = dev_loss(net, objective, dev_items, cfg.batch_size * 2, autocast, device)
-        st["dev"].append(dl)
-        if dl < st["best_dev"]:
-            st["best_dev"], st["best"], st["bad_epochs"] = dl, trainable_state(net), 0
-        else:
-            st["bad_epochs"] += 1
-        if master:
-            log({"epoch": st["epoch"], "step": st["step"], "dev_loss": dl})
-            bar.write(f"epoch {st['epoch']}: dev loss {dl:.4f}")
-        st["epoch"] += 1
-        st["batch"] = 0
-        save()
+                log({"epoch": st["epoch"], "step": st["step"], "dev_loss": dl})
+                bar.write(f"epoch {st['epoch']}: dev loss {dl:.4f}")
+            st["epoch"] += 1
+            st["batch"] = 0
+            save()
+            interrupt.stop_if_requested(log, state_file)
     bar.close()
     if st["best"] is not None:
         net.load_state_dict(st["best"], strict=False)
@@ -201,14 +238,54 @@ def fit(net: nn.Module, objective, train_items: list, dev_items: list, cfg, run_
             "tokens_per_second": round(st["tokens"] / max(st["elapsed"], 1e-9))}
 
 
-def write_jsonl_logger(path: Path, master: bool = True):
-    """A `log` callable: dict -> one JSON line in `path` (appended, flushed); str -> printed."""
-    def log(item):
-        if not master:
+def resume(net: nn.Module, opt, state_file: Path, device, log) -> dict:
+    """The training progress saved in `state_file` (restoring the weights, optimizer and RNG it holds), or a
+    fresh start's; a `JsonLog` keeps only the lines logged up to that point."""
+    st = {"epoch": 0, "batch": 0, "step": 0, "elapsed": 0.0, "tokens": 0, "best_dev": math.inf,
+          "best": None, "bad_epochs": 0, "dev": []}
+    if state_file.exists():
+        saved = torch.load(state_file, map_location=device, weights_only=False)
+        net.load_state_dict(saved["trainable"], strict=False)
+        opt.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        st = saved["progress"]
+        log(f"resuming {state_file.parent.name} at epoch {st['epoch']}, batch {st['batch']} (step {st['step']})")
+    if isinstance(log, JsonLog):
+        log.rewind(st)
+    return st
+
+
+class JsonLog:
+    """A run's `log` callable: dict -> one JSON line appended to `path` (flushed); str -> printed.
+
+    `rewind(progress)` keeps only the lines logged up to a saved training state, so that a run resumed
+    from its last checkpoint does not repeat the lines it logged after it."""
+
+    def __init__(self, path: Path, master: bool = True):
+        self.path, self.master = path, master
+
+    def __call__(self, item) -> None:
+        if not self.master:
             return
         if isinstance(item, str):
             tqdm.write(item)
             return
-        with open(path, "a") as f:
+        with open(self.path, "a") as f:
             f.write(json.dumps(item) + "\n")
-    return log
+
+    def rewind(self, progress: dict) -> None:
+        if not self.master or not self.path.exists():
+            return
+        kept = [line + "\n" for line in self.path.read_text().splitlines() if logged_before(line, progress)]
+        atomic_write(self.path, lambda t: Path(t).write_text("".join(kept)))
+
+
+def logged_before(line: str, progress: dict) -> bool:
+    """Whether a log line belongs to the training history up to `progress` (a saved state's)."""
+    try:
+        item = json.loads(line)
+        if "dev_loss" in item:  # logged at the end of its epoch; the state saved after it counts the epoch done
+            return item["epoch"] < progress["epoch"]
+        return item["step"] <= progress["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):  # e.g. a line cut short by a kill
+        return False
