@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minigpt.optim import adamw
-from minigpt.weights import atomic_write
+from minigpt.weights import CheckpointError, atomic_write, load_state
 
 from .data import bucket_batches
 
@@ -244,7 +244,10 @@ def resume(net: nn.Module, opt, state_file: Path, device, log) -> dict:
     st = {"epoch": 0, "batch": 0, "step": 0, "elapsed": 0.0, "tokens": 0, "best_dev": math.inf,
           "best": None, "bad_epochs": 0, "dev": []}
     if state_file.exists():
-        saved = torch.load(state_file, map_location=device, weights_only=False)
+        try:
+            saved = load_state(state_file, device)
+        except CheckpointError as e:
+            raise SystemExit(str(e)) from None
         net.load_state_dict(saved["trainable"], strict=False)
         opt.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"].cpu())

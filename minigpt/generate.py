@@ -63,6 +63,10 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
         raise ValueError("beam sampling is not implemented: use do_sample=True with num_beams=1")
     if temperature <= 0:
         raise ValueError("temperature must be > 0 (use do_sample=False for greedy decoding)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p}")
     B, T = input_ids.shape
     pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
     n = num_beams

@@ -139,7 +139,7 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def _check_prefix(self, prefix: Sequence[PrefixKV | None]) -> int:
+    def _check_prefix(self, prefix: Sequence[PrefixKV | None], batch: int) -> int:
         cfg = self.config
         if len(prefix) != cfg.n_layer:
             raise ValueError(f"prefix has {len(prefix)} entries but the model has {cfg.n_layer} layers; "
@@ -152,6 +152,9 @@ class GPT(nn.Module):
             if k.ndim != 4 or k.shape[1] != cfg.n_head or k.shape[3] != cfg.head_dim or k.shape != v.shape:
                 raise ValueError(f"prefix[{i}] keys {tuple(k.shape)} / values {tuple(v.shape)} must both be "
                                  f"(B or 1, n_head={cfg.n_head}, P, head_dim={cfg.head_dim})")
+            if k.shape[0] not in (1, batch):
+                raise ValueError(f"prefix[{i}] is for a batch of {k.shape[0]} but the input has {batch} rows; "
+                                 "pass one prefix row (shared) or one per input row")
             lengths.add(k.shape[2])
         return max(lengths, default=0)
 
@@ -162,6 +165,11 @@ class GPT(nn.Module):
         """Final hidden states (after `ln_f`), (B, T, n_embd). Arguments as in `forward`."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if input_ids is not None and (cache is None or cache.tokens == 0):  # user input, not a decoded token
+            V = self.config.vocab_size
+            if input_ids.numel() and bool(((input_ids < 0) | (input_ids >= V)).any()):
+                raise ValueError(f"input_ids hold ids outside the vocabulary [0, {V}): min {int(input_ids.min())}, "
+                                 f"max {int(input_ids.max())}; encode text with this model's tokenizer")
         x = self.transformer.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         B, T = x.shape[:2]
         if cache is not None:
@@ -169,7 +177,7 @@ class GPT(nn.Module):
                 raise ValueError("with a cache, the prefix lives in the cache (KVCache(..., prefix=...))")
             n_prefix, past = max(cache.prefix_len), cache.tokens
         else:
-            n_prefix = self._check_prefix(prefix) if prefix is not None else 0
+            n_prefix = self._check_prefix(prefix, B) if prefix is not None else 0
             past = 0
         offset = n_prefix if position_offset is None else position_offset
         if offset + past + T > self.config.n_positions:
@@ -181,6 +189,8 @@ class GPT(nn.Module):
             if attention_mask.shape != (B, past + T):
                 raise ValueError(f"attention_mask is {tuple(attention_mask.shape)}, expected (B, past + T) = "
                                  f"{(B, past + T)}")
+            if bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+                raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
             key_padding = attention_mask.bool()
             # left padding: a token's position counts only the real tokens before it
             pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:] + offset  # (B, T)

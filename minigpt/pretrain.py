@@ -37,7 +37,7 @@ from .model import GPT
 from .optim import adamw
 from .mixture import Mixture, Source, split_files, unigram_loss, val_windows
 from .tokenizer import load_tokenizer
-from .weights import atomic_write
+from .weights import CheckpointError, atomic_write, load_state
 
 
 # ---------------------------------------------------------------- data
@@ -166,7 +166,7 @@ def check_out_dir(args: argparse.Namespace) -> Path:
     if args.resume:
         if not state.exists():
             raise SystemExit(f"--resume: {state} does not exist; start without --resume")
-        saved = torch.load(state, map_location="cpu", weights_only=False)["args"]
+        saved = load_state(state, "cpu")["args"]
         differ = {k: (saved.get(k), v) for k, v in vars(args).items() if k not in RESUMABLE and saved.get(k) != v}
         if differ:
             raise SystemExit(f"--resume with other settings than {state} was trained with: " + "; ".join(
@@ -236,7 +236,10 @@ def build_model(args, device) -> GPT:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    out = check_out_dir(args)
+    try:
+        out = check_out_dir(args)
+    except CheckpointError as e:
+        raise SystemExit(str(e)) from None
     sources = resolve_sources(args.source, args.corpus)
     ddp, rank, world, device = setup_device(args)
     master = rank == 0
@@ -262,7 +265,7 @@ def main(argv=None) -> dict:
     state_file = out / "train_state.pt"
     step, elapsed, tokens_seen, log, rng_state = 0, 0.0, 0, [], None
     if args.resume:
-        st = torch.load(state_file, map_location=device, weights_only=False)
+        st = load_state(state_file, device)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         step, elapsed, tokens_seen, log = st["step"], st["elapsed"], st["tokens_seen"], st["log"]

@@ -152,6 +152,12 @@ def load_pretrained(cls, name_or_path, *, dtype=None, device=None):
     return model.to(device=device) if device is not None else model
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path) then rename onto `path`, so a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,10 +165,23 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def load_state(path: Path, map_location=None) -> dict:
+    """A training-state file written by `torch.save`, or an error naming it when it is cut short or corrupt."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); it "
+                              "is incomplete or corrupt: delete it to start that run afresh") from None
+    except Exception as e:  # pickle errors of a damaged file
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}); it is incomplete or corrupt: delete "
+                              "it to start that run afresh") from None
 
 
 def save_pretrained(model, directory, dtype: torch.dtype | None = None) -> None:

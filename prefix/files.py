@@ -86,12 +86,23 @@ def load_prefix(cls, directory, model):
     if not config_file.exists():
         hint = " (it holds a PEFT adapter: use PrefixTuner.from_peft)" if (directory / "adapter_config.json").exists() else ""
         raise PrefixFileError(f"{directory} has no {CONFIG_FILE}{hint}")
-    meta = json.loads(config_file.read_text())
+    try:
+        meta = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PrefixFileError(f"{config_file} is not valid JSON ({e}); the prefix file is damaged") from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise PrefixFileError(f"{config_file} is not a {FORMAT} v{VERSION} file")
     check_base(meta["base_model"], model, str(directory))
     tuner = cls(model, PrefixConfig.from_dict(meta["prefix"]), initialize_weights=False)
-    tensors = load_file(directory / WEIGHTS_FILE, device=str(model.transformer.wte.weight.device))
+    try:
+        tensors = load_file(directory / WEIGHTS_FILE, device=str(model.transformer.wte.weight.device))
+    except Exception as e:  # safetensors' own error for a cut or damaged file, or OSError
+        raise PrefixFileError(f"{directory / WEIGHTS_FILE} cannot be read ({type(e).__name__}: {e}); the file is "
+                              "incomplete or damaged") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise PrefixFileError(f"{directory / WEIGHTS_FILE} holds non-finite values in {', '.join(sorted(bad))}; "
+                              "the file is damaged or the prefix diverged in training")
     check_keys({k: v.shape for k, v in tuner.encoder.state_dict().items()}, tensors, str(directory / WEIGHTS_FILE))
     tuner.encoder.load_state_dict(tensors)
     return tuner

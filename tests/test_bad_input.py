@@ -1,0 +1,104 @@
+"""Bad input gets a clear error: damaged prefix and state files, ids outside the vocabulary, masks that
+are not 0/1, a prefix for another batch, impossible sampling settings; and results are ordinary files."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from minigpt import GPT
+from minigpt.weights import atomic_write
+from prefix import PrefixConfig, PrefixFileError, PrefixTuner
+
+
+@pytest.fixture
+def base(tiny_dir):
+    return GPT.from_pretrained(tiny_dir).eval()
+
+
+def saved_prefix(base, tmp_path):
+    PrefixTuner(base, PrefixConfig(3)).save(tmp_path, base_model_name_or_path="tiny")
+    return tmp_path / "prefix.safetensors"
+
+
+def test_a_cut_or_damaged_prefix_file_is_refused_by_name(base, tmp_path):
+    weights = saved_prefix(base, tmp_path)
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(PrefixFileError, match="prefix.safetensors cannot be read"):
+        PrefixTuner.load(tmp_path, base)
+    weights.write_bytes(data)
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name].view(-1)[0] = float("nan")  # same size, one value damaged
+    save_file(tensors, weights)
+    with pytest.raises(PrefixFileError, match=f"non-finite values in {name}"):
+        PrefixTuner.load(tmp_path, base)
+    (tmp_path / "prefix_config.json").write_text('{"format": ')
+    with pytest.raises(PrefixFileError, match="prefix_config.json is not valid JSON"):
+        PrefixTuner.load(tmp_path, base)
+
+
+def test_inputs_the_model_cannot_read_are_refused(base):
+    V = base.config.vocab_size
+    with pytest.raises(ValueError, match=rf"outside the vocabulary \[0, {V}\).*max {V}"):
+        base(torch.tensor([[1, 2, V]]))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        base(torch.tensor([[-1, 2]]))
+    with pytest.raises(ValueError, match="only 0 .* and 1"):
+        base(torch.tensor([[1, 2, 3]]), attention_mask=torch.tensor([[0, 2, 1]]))
+    k = torch.zeros(2, base.config.n_head, 3, base.config.head_dim)
+    with pytest.raises(ValueError, match="batch of 2 but the input has 4 rows"):
+        base(torch.ones(4, 5, dtype=torch.long), prefix=[(k, k)] * base.config.n_layer)
+    one = torch.zeros(1, base.config.n_head, 3, base.config.head_dim)
+    assert base(torch.ones(4, 5, dtype=torch.long), prefix=[(one, one)] * base.config.n_layer).shape[0] == 4
+
+
+@pytest.mark.parametrize("kw, message", [({"top_k": 0}, "top_k must be >= 1"), ({"top_p": 0.0}, "top_p must be"),
+                                         ({"top_p": 1.5}, "top_p must be")])
+def test_impossible_sampling_settings_are_refused(base, kw, message):
+    with pytest.raises(ValueError, match=message):
+        base.generate(torch.tensor([[1, 2]]), 3, do_sample=True, **kw)
+
+
+def test_a_cut_training_state_is_named(tmp_path):
+    from minigpt.pretrain import main as pretrain
+    from test_mixture import tiny
+    out = tmp_path / "run"
+    assert pretrain(tiny(tmp_path, out, "--stop-after-steps", "2")) == {}
+    state = out / "train_state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(SystemExit, match="train_state.pt cannot be read .* incomplete or corrupt"):
+        pretrain(tiny(tmp_path, out, "--resume"))
+
+
+def test_results_are_ordinary_files(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "metrics.json", lambda t: open(t, "w").write("{}"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
+def test_a_cut_experiment_state_is_named(tmp_path):
+    from conftest import hf_model
+    from experiments.config import parse_cli
+    from experiments.run import main as run
+    from test_experiment_run import tiny
+    model = tmp_path / "model"
+    hf_model(seed=3, vocab_size=50257, n_positions=160, n_embd=32, n_layer=2, n_head=2).save_pretrained(model)
+    args = tiny(tmp_path, model, "--ckpt_every=1")
+    run(args)
+    name = parse_cli(args).run_name
+    (tmp_path / "results" / name / "metrics.json").unlink()  # as if killed after its last checkpoint
+    states = list((tmp_path / "runs" / name).glob("*.pt"))
+    assert states
+    for state in states:
+        state.write_bytes(state.read_bytes()[:500])
+    with pytest.raises(SystemExit, match=r"\.pt cannot be read .* incomplete or corrupt"):
+        run(args)
