@@ -26,6 +26,12 @@ def test_slot_errors_of_single_texts(text, missing, added):
     assert slot_errors(text, TABLE) == (missing, added)
 
 
+def test_paraphrases_count_as_mentions():
+    table = "name : The Punter | price : moderate | customer rating : 5 out of 5 | area : city centre"
+    assert slot_errors("The Punter is moderately priced, rated five stars, in the centre of the city.", table) == ([], [])
+    assert slot_errors("The Punter is rated five stars in the city centre.", table) == (["price"], [])
+
+
 def test_a_word_inside_a_held_value_is_no_addition():
     table = "name : The Rice Boat | food : Indian | near : Raja Indian Cuisine | customer rating : high"
     assert slot_errors("The Rice Boat serves Indian food near Raja Indian Cuisine; rating high.", table) == ([], [])
