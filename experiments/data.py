@@ -155,6 +155,10 @@ def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     for d in dirs:
         if all((d / name / f).is_file() for f in remote.files):
             return d / name
+        if (d / name).is_dir():  # a copy with files missing is an error, not a reason to read another copy
+            missing = [f for f in remote.files if not (d / name / f).is_file()]
+            raise FileNotFoundError(f"{d / name} lacks {', '.join(missing)}; restore the files (as published at "
+                                    f"{remote.base_url}) or remove the folder")
     try:
         return download(name, PROJECT_ROOT / "data")
     except OSError as e:

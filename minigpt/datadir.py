@@ -11,7 +11,11 @@ def data_dirs(user_dir: str | os.PathLike | None = None) -> list[Path]:
     """Candidate data directories, most specific first (duplicates removed)."""
     dirs = [Path(user_dir).expanduser()] if user_dir else []
     if os.environ.get("DATA_DIR"):
-        dirs.append(Path(os.environ["DATA_DIR"]).expanduser())
+        env = Path(os.environ["DATA_DIR"]).expanduser()
+        if not env.is_dir():  # a typo must not silently mean "the other copy"
+            raise FileNotFoundError(f"DATA_DIR={os.environ['DATA_DIR']} is not a folder; point it at a data folder "
+                                    "or unset it")
+        dirs.append(env)
     for root in (Path.cwd(), PROJECT_ROOT):
         dirs += [root / "data", root.parent / "shared" / "data"]
     seen, out = set(), []

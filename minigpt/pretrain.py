@@ -240,7 +240,10 @@ def main(argv=None) -> dict:
         out = check_out_dir(args)
     except CheckpointError as e:
         raise SystemExit(str(e)) from None
-    sources = resolve_sources(args.source, args.corpus)
+    try:
+        sources = resolve_sources(args.source, args.corpus)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
     ddp, rank, world, device = setup_device(args)
     master = rank == 0
     torch.manual_seed(args.seed)
@@ -251,7 +254,10 @@ def main(argv=None) -> dict:
         if master:
             [s.load(Path(args.cache_dir)) for s in sources]
         dist.barrier()
-    mixture = Mixture([s.load(Path(args.cache_dir)) for s in sources], args.block_size)
+    try:
+        mixture = Mixture([s.load(Path(args.cache_dir)) for s in sources], args.block_size)
+    except (FileNotFoundError, ValueError) as e:  # a missing, malformed or too short corpus
+        raise SystemExit(f"error: {e}") from None
     if master:
         for d in mixture.describe():
             print(f"source {d['name']}: weight {d['weight']:.3f}, {d['train_tokens']:,} training tokens "

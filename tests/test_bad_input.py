@@ -102,3 +102,16 @@ def test_a_cut_experiment_state_is_named(tmp_path):
         state.write_bytes(state.read_bytes()[:500])
     with pytest.raises(SystemExit, match=r"\.pt cannot be read .* incomplete or corrupt"):
         run(args)
+
+
+def test_a_data_dir_that_does_not_exist_or_a_partial_copy_is_an_error(tmp_path, monkeypatch):
+    from experiments.data import dataset_dir
+    from minigpt.datadir import data_dirs
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "typo"))
+    with pytest.raises(FileNotFoundError, match="typo is not a folder"):
+        data_dirs()
+    (tmp_path / "data" / "sst2").mkdir(parents=True)
+    (tmp_path / "data" / "sst2" / "stsa.binary.train").write_text("1 good\n")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError, match=r"sst2 lacks stsa.binary.dev, stsa.binary.test"):
+        dataset_dir("sst2")
