@@ -100,7 +100,8 @@ def pretrain_argv(args, out: Path, sources: dict[str, Path]) -> list[str]:
     steps = max(1, math.ceil(args.tokens / (args.batch_size * args.block_size)))
     argv = ["--init-from", args.model, "--out", str(out), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
             "--block-size", str(args.block_size), "--max-steps", str(steps), "--warmup-steps", str(max(1, steps // 10)),
-            "--eval-interval", str(max(1, steps // 10)), "--eval-windows", "50", "--ckpt-interval", str(max(1, steps // 5)),
+            "--eval-interval", str(max(1, steps // 10)), "--eval-windows", "50",
+            "--ckpt-interval", str(max(1, steps // 5)),
             "--cache-dir", str(Path(args.cache_dir) / "tokens"), "--seed", str(args.seed)]
     for task, path in sources.items():
         argv += ["--source", f"{task}={path}" + (":1" if args.equal_weights else "")]

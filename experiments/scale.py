@@ -8,7 +8,8 @@ PLAN (default `experiments/configs/scale.json`) names the models (`sizes`: a sha
 pretraining seconds; or `"checkpoint": DIR`, an existing model; or `"adapt": {...}`, a checkpoint adapted
 on task text by experiments.adapt), the shared pretraining recipe and mixture, and the evaluation grid:
 for each task and method a list of learning rates and seeds (`"only"` limits it to some models).
-`experiments/configs/adaptation.json` is such a plan: no adaptation vs per-task vs shared adaptation. `run` starts every job as soon as what it needs is done (a model's evaluations
+`experiments/configs/adaptation.json` is such a plan: no adaptation vs per-task vs shared adaptation. `run`
+starts every job as soon as what it needs is done (a model's evaluations
 wait for its pretraining), up to --jobs at a time on one machine (they share a GPU well: at these sizes
 each process is bound by kernel launches). With --deadline, no job starts that cannot finish in time by
 its plan's estimate, and jobs still running at the deadline are stopped and recorded as unfinished, so a
@@ -380,7 +381,8 @@ def markdown(result: dict, out: Path) -> str:
         for r in rows:
             gap = f"{r['mean'] - ft[r['size']]:+.1f}" if r["method"] == "prefix" and r["size"] in ft else ""
             dev = ", ".join(f"{k}: {v:.3f}" for k, v in r["dev_loss_by_lr"].items())
-            slots = "" if not ser else f" {r['slot_error_rate']:.1f} |" if r.get("slot_error_rate") is not None else " |"
+            has = r.get("slot_error_rate") is not None
+            slots = "" if not ser else f" {r['slot_error_rate']:.1f} |" if has else " |"
             lines.append(f"| {r['size']} | {r['method']} | {r['chosen_lr']:g} | {dev} | {r['mean']:.1f}{sd(r)} "
                          f"| {r['n']} | {gap} |{slots}")
         if ser:
@@ -432,8 +434,8 @@ def bars(result: dict, path: Path) -> None:
                 if r is None:
                     continue
                 x = j + (i - 0.5) * 0.38
-                ax.bar(x, r["mean"], 0.36, yerr=r["sd"] or 0.0, capsize=3, color=color,
-                       label=("prefix (length 10, MLP)" if method == "prefix" else "full fine-tuning") if j == 0 else None)
+                name = "prefix (length 10, MLP)" if method == "prefix" else "full fine-tuning"
+                ax.bar(x, r["mean"], 0.36, yerr=r["sd"] or 0.0, capsize=3, color=color, label=name if j == 0 else None)
                 note = f"n={r['n']}, lr {r['chosen_lr']:g}"
                 if r.get("slot_error_rate") is not None:
                     note += f"\nslot err {r['slot_error_rate']:.0f}%"

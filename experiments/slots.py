@@ -79,8 +79,8 @@ def parse_table(table: str) -> dict[str, str]:
 
 @lru_cache(maxsize=4)
 def vocabulary(data_dir: str | None = None) -> tuple[str, ...]:
-    """Every slot value of the E2E training tables (as the table strings write them, "£ 20 - 25") except family friendly's yes/no (the names, "near"
-    places, venue types, foods, prices, ratings and areas)."""
+    """Every slot value of the E2E training tables (as the table strings write them, "£ 20 - 25") except
+    family friendly's yes/no: the names, "near" places, venue types, foods, prices, ratings and areas."""
     values = {v for table, _ in load_e2e("train", data_dir) for k, v in parse_table(table).items()
               if k != "family friendly"}
     return tuple(sorted(values))

@@ -83,7 +83,8 @@ def result_lines(m: dict, card: dict, c: dict) -> list[str]:
     lines.append(f"| {what} | {m['val_loss']:.3f} | {m['val_ppl']:.1f} | {m['unigram_val_loss']:.3f} |")
     if "val_slice_loss" in card:
         lines.append(f"| fixed slice of the Gutenberg validation books (`val_slice_loss` in `model_card.json`, "
-                     f"checked by the tests) | {card['val_slice_loss']:.3f} | {math.exp(card['val_slice_loss']):.1f} | |")
+                     f"checked by the tests) | {card['val_slice_loss']:.3f} | "
+                     f"{math.exp(card['val_slice_loss']):.1f} | |")
     lines.append("")
     lines.append("Unigram baseline: add-one smoothed counts of the source's training tokens, scored on all of its "
                  "validation tokens.")

@@ -6,7 +6,8 @@
     torchrun --nproc_per_node=4 -m minigpt.pretrain ...      # DDP over GPUs (or CPU processes, gloo)
 
 Each source is tokenized once into uint16 shards (cached under --cache-dir, keyed on the files'
-contents; minigpt/mixture.py). Training draws each row's source by weight and a random window of it, uses AdamW with warmup + cosine decay, gradient clipping and accumulation, bf16 autocast where
+contents; minigpt/mixture.py). Training draws each row's source by weight and a random window of it, uses
+AdamW with warmup + cosine decay, gradient clipping and accumulation, bf16 autocast where
 supported, evaluates fixed validation windows of every source (the loss per source and their weighted mean),
 and writes atomic checkpoints (`--resume`; Ctrl-C saves one too).
 The schedule can be step-based (`--max-steps`) or time-based (`--max-seconds`: the cosine runs over
