@@ -239,13 +239,19 @@ MEDIUM_NON_EMBEDDING = 24 * 12 * 1024 * 1024 + 24 * 13 * 1024 + 2 * 1024  # bloc
 FLOORS = {"e2e": [(58.0, "template floor (~58 BLEU)")], "sst2": [(50.0, "chance"), (80.9, "bag of words (80.9%)")]}
 
 
+def draw_floors(ax, task: str) -> None:
+    """The task's reference levels (template floor, chance, bag of words) as labelled dotted lines."""
+    for y, label in FLOORS.get(task, []):
+        ax.axhline(y, ls=":", c="gray")
+        ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
+
+
 def e2e_slot_errors(predictions: Path) -> float | None:
     """Slot error rate (%) of an E2E run's test predictions (experiments/slots.py), or None without them."""
     if not predictions.exists():
         return None
-    from .slots import corpus_slot_errors
-    from .tasks import task_splits
-    tables = [table for table, _ in task_splits("e2e", None, None, 1, None)[2]]
+    from .slots import corpus_slot_errors, e2e_test
+    tables = e2e_test()[0]
     outputs = predictions.read_text(encoding="utf-8").splitlines()
     return corpus_slot_errors(outputs, tables)["slot_error_rate"] if len(outputs) == len(tables) else None
 
@@ -319,9 +325,7 @@ def plot(result: dict, path: Path) -> None:
                 for r in rows:
                     ax.annotate(f"n={r['n']}", (r["non_embedding_params"], r["mean"]), textcoords="offset points",
                                 xytext=(5, -10 if method == "prefix" else 5), fontsize=7)
-        for y, label in FLOORS.get(task, []):
-            ax.axhline(y, ls=":", c="gray")
-            ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
+        draw_floors(ax, task)
         for method, y in PAPER.get(task, {}).items():
             ax.plot([MEDIUM_NON_EMBEDDING], [y], "*" if method == "prefix" else "P", ms=11, c="black",
                     label=f"paper, GPT-2-medium, {'prefix' if method == 'prefix' else 'fine-tuning'} ({y})")
@@ -386,10 +390,9 @@ def markdown(result: dict, out: Path) -> str:
             lines.append(f"| {r['size']} | {r['method']} | {r['chosen_lr']:g} | {dev} | {r['mean']:.1f}{sd(r)} "
                          f"| {r['n']} | {gap} |{slots}")
         if ser:
-            from .slots import corpus_slot_errors
-            from .tasks import task_splits
-            test = task_splits("e2e", None, None, 1, None)[2]
-            refs = corpus_slot_errors([refs[0] for _, refs in test], [table for table, _ in test])["slot_error_rate"]
+            from .slots import corpus_slot_errors, e2e_test
+            tables, references = e2e_test()
+            refs = corpus_slot_errors([r[0] for r in references], tables)["slot_error_rate"]
             lines += ["", "Slot errors: table values missing from the output plus values it adds, per table slot "
                       f"(experiments/slots.py; each table's first human reference scores {refs:.1f}% with this "
                       "simple matcher)."]
@@ -440,9 +443,7 @@ def bars(result: dict, path: Path) -> None:
                 if r.get("slot_error_rate") is not None:
                     note += f"\nslot err {r['slot_error_rate']:.0f}%"
                 ax.annotate(note, (x, r["mean"]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6)
-        for y, label in FLOORS.get(task, []):
-            ax.axhline(y, ls=":", c="gray")
-            ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=7, color="gray")
+        draw_floors(ax, task)
         ax.set_xticks(range(len(models)), models, fontsize=8)
         ax.set(ylabel=f"test {SCORE[task][1]}", title=f"{task.upper()} (mean ± sd over n seeds; lr chosen on dev)")
         ax.legend(fontsize=7, loc="lower right")

@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from .data import load_e2e
+from .data import group_by_mr, load_e2e
 
 FRIENDLY = r"\b(famil(y|ies)|kids?|child(ren)?)\b"
 NEGATED = (r"(\bnot|n't|\bnon|\bno)[- ]+(\w+[- ]+)?(famil(y|ies)|kids?|child(ren)?)|\badults?[- ]only\b|"
@@ -102,6 +102,13 @@ def slot_errors(output: str, table: str, data_dir: str | None = None) -> tuple[l
     added = sorted(v for v in vocabulary(data_dir) if normalize(v) not in held and mentions(text, v)
                    and not any(mentions(h, v) for h in held))  # a word inside a held value is no addition
     return missing, added
+
+
+@lru_cache(maxsize=4)
+def e2e_test(data_dir: str | None = None) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """(tables, their references) of the E2E test set, in the order of a run's predictions.txt."""
+    groups = group_by_mr(load_e2e("test", data_dir))
+    return tuple(t for t, _ in groups), tuple(tuple(refs) for _, refs in groups)
 
 
 def corpus_slot_errors(outputs: Sequence[str], tables: Sequence[str], data_dir: str | None = None) -> dict:

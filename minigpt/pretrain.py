@@ -64,11 +64,6 @@ def resolve_sources(specs: list[str] | None, corpus: str | None) -> list[Source]
     return sources
 
 
-def corpus_files(corpus: Path) -> tuple[list[Path], list[Path] | None]:
-    """(train files, val files) of one source; val is None when it has no split of its own."""
-    return split_files(corpus)
-
-
 EVAL_BATCH = 16  # windows per evaluation batch: their fp32 logits (16 x 512 x 50257) take 1.6 GB
 
 
@@ -375,8 +370,7 @@ def main(argv=None) -> dict:
         model.save_pretrained(str(out), dtype=getattr(torch, args.save_dtype))
         by_source = log[-1]["val_loss_by_source"]
         sources = mixture.describe()
-        for d in sources:
-            s = next(x for x in mixture.sources if x.name == d["name"])
+        for d, s in zip(sources, mixture.sources):  # describe() keeps the sources' order
             d["val_loss"] = by_source[d["name"]]
             d["unigram_val_loss"] = unigram_loss(s.train, s.val)
         result = {"val_loss": vl, "val_ppl": math.exp(vl),
@@ -413,7 +407,7 @@ def slice_loss(model: GPT, corpus: Path, *, files: int = 4, chars: int = 20_000,
     Cheap enough for a test; the model card records it."""
     enc = load_tokenizer()
     block = min(block, model.config.n_positions)
-    _, val_files = corpus_files(corpus)
+    _, val_files = split_files(corpus)
     ids: list[int] = []
     for f in (val_files or [])[:files]:
         for para in f.read_text(encoding="utf-8")[:chars].split("\n"):

@@ -176,12 +176,10 @@ def load_state(path: Path, map_location=None) -> dict:
     """A training-state file written by `torch.save`, or an error naming it when it is cut short or corrupt."""
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); it "
-                              "is incomplete or corrupt: delete it to start that run afresh") from None
-    except Exception as e:  # pickle errors of a damaged file
-        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}); it is incomplete or corrupt: delete "
-                              "it to start that run afresh") from None
+    except Exception as e:  # a cut zip archive, a damaged pickle, an unreadable file
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {first}); it is incomplete or corrupt: "
+                              "delete it to start that run afresh") from None
 
 
 def save_pretrained(model, directory, dtype: torch.dtype | None = None) -> None:
