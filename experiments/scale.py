@@ -7,7 +7,9 @@
 PLAN (default `experiments/configs/scale.json`) names the models (`sizes`: a shape, peak lr and
 pretraining seconds; or `"checkpoint": DIR`, an existing model; or `"adapt": {...}`, a checkpoint adapted
 on task text by experiments.adapt), the shared pretraining recipe and mixture, and the evaluation grid:
-for each task and method a list of learning rates and seeds (`"only"` limits it to some models).
+for each task and method a list of learning rates and seeds (`"only"` limits it to some models;
+`"later_seeds": "chosen_lr"` runs the seeds after the first only at the lr the first seed's dev loss chose,
+which saves (lrs - 1) runs per further seed on a CPU).
 `experiments/configs/adaptation.json` is such a plan: no adaptation vs per-task vs shared adaptation. `run`
 starts every job as soon as what it needs is done (a model's evaluations
 wait for its pretraining), up to --jobs at a time on one machine (they share a GPU well: at these sizes
@@ -33,6 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from minigpt.weights import atomic_write
 
@@ -71,7 +74,8 @@ class Job:
     estimate: float  # seconds, for the deadline
     needs: list[str] = field(default_factory=list)
     later: bool = False  # a further seed: starts only once every first-seed run has started
-    status: str = "waiting"  # waiting, running, done, failed, unfinished, skipped
+    wanted: Callable[[], bool] | None = None  # asked once `needs` are done; False: the job is not needed
+    status: str = "waiting"  # waiting, running, done, failed, unfinished, skipped, not needed
     started: float | None = None
     seconds: float | None = None
     returncode: int | None = None
@@ -140,17 +144,35 @@ def plan_jobs(plan: dict, out: Path, py: str = sys.executable) -> list[Job]:
                     continue
                 for lr in ev["lrs"]:
                     order.append((seed, size, ev, lr))
-    order.sort(key=lambda t: t[0] != t[2]["seeds"][0])  # every first seed before any further seed
+    if plan.get("seeds_first", True):
+        order.sort(key=lambda t: t[0] != t[2]["seeds"][0])  # every first seed before any further seed
     for seed, size, ev, lr in order:
         name = eval_name(size, ev, lr, seed)
+        first = ev["seeds"][0]
+        needs, wanted = model_job(size), None
+        if seed != first and ev.get("later_seeds") == "chosen_lr":
+            needs = needs + [eval_name(size, ev, x, first) for x in ev["lrs"]]
+            wanted = chosen_by_first_seed(out, size, ev, lr)
         cmd = [py, "-m", "experiments.run", f"--task={ev['task']}", f"--model={model_dir(out, size)}",
                f"--method={ev['method']}", f"--lr={lr}", f"--seed={seed}", f"--results_dir={out / 'results'}",
                f"--runs_dir={out / 'runs'}", f"--name={name}"]
         cmd += [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in ev.get("args", {}).items()]
         estimate = ev.get("seconds", 120) * size.get("eval_cost", 1.0)
-        jobs.append(Job(name, cmd, out / "results" / name / "metrics.json", estimate,
-                        needs=model_job(size), later=seed != ev["seeds"][0]))
+        jobs.append(Job(name, cmd, out / "results" / name / "metrics.json", estimate, needs=needs,
+                        later=seed != first and plan.get("seeds_first", True), wanted=wanted))
     return jobs
+
+
+def chosen_by_first_seed(out: Path, size: dict, ev: dict, lr: float) -> Callable[[], bool]:
+    """Whether `lr` has the lowest best dev loss among the first seed's runs (read when they are done)."""
+    def wanted() -> bool:
+        dev = {}
+        for x in ev["lrs"]:
+            m = json.loads((out / "results" / eval_name(size, ev, x, ev["seeds"][0]) / "metrics.json").read_text())
+            if m.get("best_dev_loss") is not None and math.isfinite(m["best_dev_loss"]):
+                dev[x] = m["best_dev_loss"]
+        return bool(dev) and min(dev, key=dev.get) == lr
+    return wanted
 
 
 def tokenize(plan: dict) -> None:
@@ -169,12 +191,14 @@ def write_status(out: Path, jobs: list[Job], t0: float) -> None:
     atomic_write(out / "jobs.json", lambda t: Path(t).write_text(json.dumps(rows, indent=2) + "\n"))
 
 
-def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll: float = 1.0) -> list[Job]:
-    """Run `jobs` (dependencies first, `max_jobs` at a time) until all are settled or the time `end` passes."""
+def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll: float = 1.0,
+             threads: int | None = None) -> list[Job]:
+    """Run `jobs` (dependencies first, `max_jobs` at a time, each with `threads` CPU threads: by default the
+    machine's cores shared out) until all are settled or the time `end` passes."""
     t0 = time.time()
     by_name = {j.name: j for j in jobs}
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    threads = str(max(1, (os.cpu_count() or 1) // max_jobs))
+    threads = str(threads or max(1, (os.cpu_count() or 1) // max_jobs))
     # progress bars refresh rarely in the logs; expandable segments fragment GPU memory less when jobs share it
     env = {"TQDM_MININTERVAL": "10", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", **os.environ,
            "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
@@ -215,6 +239,10 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
                 print(f"[{now - t0:6.0f}s] no time left for {j.name} (estimate {j.estimate:.0f}s)", flush=True)
                 continue
             first_waiting = any(not x.later and x.needs and x.status == "waiting" for x in jobs)
+            if all(s == "done" for s in deps) and j.wanted is not None and not j.wanted():
+                j.status = "not needed"
+                print(f"[{now - t0:6.0f}s] not needed: {j.name}", flush=True)
+                continue
             if len(running) < max_jobs and all(s == "done" for s in deps) and not (j.later and first_waiting):
                 j.status, j.started = "running", now
                 log = open(out / "logs" / f"{j.name}.log", "a")
@@ -226,7 +254,7 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
         if not running and all(j.status != "waiting" for j in jobs):
             break
         time.sleep(poll)
-    counts = {s: sum(j.status == s for j in jobs) for s in ("done", "failed", "unfinished", "skipped")}
+    counts = {s: sum(j.status == s for j in jobs) for s in ("done", "failed", "unfinished", "skipped", "not needed")}
     print(f"[{time.time() - t0:6.0f}s] " + ", ".join(f"{v} {k}" for k, v in counts.items()), flush=True)
     return jobs
 
@@ -352,7 +380,7 @@ def sd(row: dict) -> str:
 def markdown(result: dict, out: Path) -> str:
     """The tables of RESULTS.md: models, the dev-chosen results per size, and every run."""
     jobs = json.loads((out / "jobs.json").read_text()) if (out / "jobs.json").exists() else []
-    status = {s: sum(j["status"] == s for j in jobs) for s in ("done", "failed", "unfinished", "skipped")}
+    status = {s: sum(j["status"] == s for j in jobs) for s in ("done", "failed", "unfinished", "skipped", "not needed")}
     machines = sorted({f"{r['metrics']['machine'].get('gpu') or 'CPU'}, torch {r['metrics']['machine']['torch']}"
                        for r in result["runs"] if "machine" in r["metrics"]})
     lines = ["# Scale curve", "",
@@ -477,6 +505,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="output folder (default: the plan's 'out')")
     p.add_argument("--deadline", type=float, default=None, help="seconds from now by which every job ends")
     p.add_argument("--jobs", type=int, default=None, help="jobs at a time (default: the plan's 'jobs', else 4)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per job (default: the machine's cores / --jobs); e.g. 1 to keep a core free")
     args = p.parse_args(argv)
     end = None if args.deadline is None else time.time() + args.deadline
     plan = load_plan(args.plan)
@@ -489,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write(out / "plan.json", lambda t: Path(t).write_text(json.dumps(plan, indent=2) + "\n"))
         if "mixture" in plan:
             tokenize(plan)  # once, here: the pretraining jobs then all read the same cache
-        run_jobs(plan_jobs(plan, out), out, jobs, end)
+        run_jobs(plan_jobs(plan, out), out, jobs, end, threads=args.threads)
     report(plan, out)
 
 

@@ -101,3 +101,27 @@ def test_learning_rate_is_chosen_on_dev_loss_over_shared_seeds(tmp_path):
     # a diverged lr (non-finite dev loss) is never chosen
     write_run(tmp_path, size, ev, 1e-3, 2, float("nan"), 0.0)
     assert collect(plan, tmp_path)["table"][0]["chosen_lr"] == 3e-3
+
+
+def test_later_seeds_can_run_only_at_the_lr_the_first_seed_chose_on_dev(tmp_path):
+    ev = {"task": "e2e", "method": "prefix", "lrs": [1e-3, 3e-3], "seeds": [0, 1, 2], "later_seeds": "chosen_lr"}
+    plan = {"seeds_first": False, "sizes": [{"name": "s", "checkpoint": "ckpt"}], "evals": [ev]}
+    jobs = {j.name: j for j in plan_jobs(plan, tmp_path, py="python")}
+    assert list(jobs)[:2] == ["s-e2e-prefix-lr0.001-seed0", "s-e2e-prefix-lr0.003-seed0"]
+    later = jobs["s-e2e-prefix-lr0.003-seed1"]
+    assert later.needs == ["s-e2e-prefix-lr0.001-seed0", "s-e2e-prefix-lr0.003-seed0"] and not later.later
+    size = plan["sizes"][0]
+    write_run(tmp_path, size, ev, 1e-3, 0, dev=1.9, score=50.0)
+    write_run(tmp_path, size, ev, 3e-3, 0, dev=float("nan"), score=0.0)  # a diverged lr never wins
+    assert jobs["s-e2e-prefix-lr0.001-seed1"].wanted() and not jobs["s-e2e-prefix-lr0.003-seed2"].wanted()
+    # the runner settles an unwanted job without starting it
+    for j in jobs.values():
+        j.cmd = [sys.executable, "-c", "raise SystemExit(5)"]
+        if j.name.endswith("seed0"):
+            j.status = "done"
+    for name in ("s-e2e-prefix-lr0.001-seed1", "s-e2e-prefix-lr0.001-seed2"):
+        (tmp_path / "results" / name).mkdir(parents=True)
+        (tmp_path / "results" / name / "metrics.json").write_text("{}")  # already finished
+    status = {j.name: j.status for j in run_jobs(list(jobs.values()), tmp_path, 1, None, poll=0.1)}
+    assert status["s-e2e-prefix-lr0.003-seed1"] == status["s-e2e-prefix-lr0.003-seed2"] == "not needed"
+    assert status["s-e2e-prefix-lr0.001-seed1"] == "done"
