@@ -34,7 +34,7 @@ ablation: $(VENV)/.runtime
 	$(PY) -m experiments.sweep experiments/configs/ablation.json $(exp_args) $(if $(SEEDS),--seeds=$(SEEDS)) $(if $(SWEEPS),--sweeps=$(SWEEPS)) $(if $(JOBS),--jobs=$(JOBS))
 
 plots: $(VENV)/.runtime
-	$(PY) -m experiments.plots
+	$(PY) -m experiments.plots $(if $(RESULTS),--results=$(RESULTS))
 
 notebooks: $(VENV)/.test
 	$(PY) notebooks/execute.py $(NB)

@@ -11,8 +11,8 @@ Peak memory: on CPU, a fresh child process per setting and side, peak RSS while 
 (counter reset after loading) minus its RSS after imports; on GPU, torch.cuda.max_memory_allocated.
 
 Sides. Training (AdamW with fused=True on both sides, as transformers' Trainer by default): `ours` =
-PrefixTuner, loss from `hidden_states` + `lm_head` at the target positions only (as experiments/train.py
-does); in bf16 the frozen base is stored in bf16 (`GPT.from_pretrained(...,
+PrefixTuner called as a user would, `net(input_ids=ids, labels=labels).loss` (logits only at the target
+positions, a chunk of rows at a time; experiments/train.py uses the same loss); in bf16 the frozen base is stored in bf16 (`GPT.from_pretrained(...,
 dtype=torch.bfloat16)`) and the prefix stays fp32; on CPU its frozen linear layers run on oneDNN
 (minigpt/linear.py) and its GELU, attention softmax and loss run as compiled kernels (minigpt/kernels.py).
 `ours_autocast` = fp32 weights under bf16 autocast,
@@ -47,8 +47,7 @@ import transformers  # noqa: E402
 
 from bench.sections import write_section  # noqa: E402
 import minigpt.linear  # noqa: E402
-from experiments.train import IGNORE, target_loss  # noqa: E402
-from minigpt import GPT, GPTConfig  # noqa: E402
+from minigpt import GPT, IGNORE, GPTConfig  # noqa: E402
 from minigpt.weights import atomic_write  # noqa: E402
 from minigpt.config import PRESETS  # noqa: E402
 from prefix import PrefixConfig, PrefixTuner  # noqa: E402
@@ -123,10 +122,8 @@ def run(side: str, net, opt, s: dict, data, new: int):
     if s["part"] == "train":
         autocast = torch.autocast(ids.device.type, dtype=BF16) if recipe(side, s)[1] else nullcontext()
         with autocast:
-            if side.startswith("ours"):  # logits only where a target is, a chunk of rows at a time
-                loss = target_loss(net.model, net.hidden_states(ids), labels, reduction="mean")
-            else:
-                loss = net(input_ids=ids, labels=labels).loss
+            # the loop a user writes on both sides; ours computes logits only where a target is
+            loss = net(input_ids=ids, labels=labels).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -28,7 +28,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.bench import FULL, batch, build, run
 from bench.linear import C, V, median_ms, publish
-from experiments.train import target_loss
 import minigpt.linear as fast_linear
 from minigpt import kernels
 from minigpt.attention import causal_mask
@@ -91,7 +90,7 @@ def step_forms() -> tuple[list[tuple[str, callable]], callable]:
     def form(body, linear_on: bool, kernels_on: bool):
         def step():
             fast_linear.ENABLED, kernels.ENABLED = linear_on, kernels_on
-            loss = target_loss(net.model, body(ids), labels, reduction="mean")
+            loss = net.model.target_loss(body(ids), labels)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

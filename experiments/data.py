@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, NamedTuple
 from tqdm.auto import tqdm
 
 from minigpt.datadir import PROJECT_ROOT, data_dirs
+from minigpt.model import IGNORE
 from minigpt.tokenizer import EOT
 
 if TYPE_CHECKING:
     import tiktoken
 
-IGNORE = -100
 SPLITS = ("train", "dev", "test")
 E2E_FILES = {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"}
 E2E_KEYS = {"eatType": "Type", "priceRange": "price", "familyFriendly": "family friendly"}

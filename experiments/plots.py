@@ -1,6 +1,6 @@
 """Curves and the findings table, read only from result files (`<results_dir>/*/{config,metrics}.json`).
 
-    python -m experiments.plots [--results experiments/results]      (make plots)
+    python -m experiments.plots [--results DIR]      (make plots; make plots RESULTS=results for your runs)
 
 Writes PNGs (mean ± std over seeds) per task to `experiments/plots/` and `experiments/RESULTS.md`, which
 sets each finding beside the paper's (Li & Liang 2021, ACL version, GPT-2 medium) and, with SST-2
@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from minigpt.weights import atomic_write  # noqa: E402
 
-from .config import BOOKKEEPING, default_values  # noqa: E402
+from .config import BOOKKEEPING, REFERENCE, default_values  # noqa: E402
 
 METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
 # the settings the sweeps vary; runs that also differ in any other setting (data sizes, model, epochs, ...)
@@ -226,10 +226,17 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", default="experiments/results")
-    p.add_argument("--plots", default="experiments/plots")
-    p.add_argument("--report", default="experiments/RESULTS.md")
+    p.add_argument("--results", default=str(REFERENCE),
+                   help="folder of finished runs (default: the shipped reference runs; yours are in results/)")
+    p.add_argument("--plots", default=None, help="where the PNGs go (default: beside the report, plots/)")
+    p.add_argument("--report", default=None, help="the markdown report (default: experiments/RESULTS.md for the "
+                   "reference runs, else <results>/RESULTS.md, so that your runs never overwrite the reference's)")
     args = p.parse_args(argv)
+    if args.report is None:
+        reference = Path(args.results).resolve() == REFERENCE.resolve()
+        args.report = str(REFERENCE.parent / "RESULTS.md" if reference else Path(args.results) / "RESULTS.md")
+    if args.plots is None:
+        args.plots = str(Path(args.report).parent / "plots")
     rows = load_results(Path(args.results))
     if not rows:
         raise SystemExit(f"no results under {args.results}: run `make experiment` or `make ablation` first")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from minigpt.weights import WEIGHT_FILES, atomic_write
 
-from .config import BOOKKEEPING, ConfigError, ExperimentConfig, default_values, read_json
+from .config import BOOKKEEPING, REFERENCE, ConfigError, ExperimentConfig, default_values, read_json
 from .data import REMOTES, dataset_dir, listing_sha256
 from .tasks import DATASETS
 
@@ -114,3 +114,23 @@ def remove_leftovers(folder: Path) -> None:
     """Delete the temporary files (`.<name>.*.tmp`, see `atomic_write`) a killed run left under `folder`."""
     for f in folder.rglob(".*.tmp"):
         f.unlink(missing_ok=True)
+
+
+def reference_run(this: RunId, reference: Path | None = None) -> tuple[Path, dict] | None:
+    """The shipped run (in `reference`, default REFERENCE) with this run's settings, model and data: (folder,
+    metrics), or None if there is none."""
+    reference = REFERENCE if reference is None else reference
+    if not reference.is_dir():
+        return None
+    for folder in sorted(reference.iterdir()):
+        config, metrics = folder / "config.json", folder / "metrics.json"
+        if not (config.is_file() and metrics.is_file()):
+            continue
+        try:
+            m = json.loads(metrics.read_text())
+            recorded = RunId(recorded_settings(json.loads(config.read_text())), m.get("inputs", {}))
+        except (OSError, ValueError):
+            continue  # a damaged reference file is no reference
+        if not this.differences(recorded):
+            return folder, m
+    return None

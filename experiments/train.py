@@ -26,12 +26,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from minigpt import IGNORE
 from minigpt.optim import adamw
 from minigpt.weights import CheckpointError, atomic_write, load_state
 
 from .data import bucket_batches
 
-IGNORE = -100
 
 
 class TrainingDiverged(RuntimeError):
@@ -89,14 +89,6 @@ class Hidden(nn.Module):
         return self.net.hidden_states(ids)
 
 
-def target_loss(model, hidden: torch.Tensor, labels: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
-    """Next-token loss of hidden states (B, T, C) against labels (B, T) (IGNORE: no target), with logits
-    only at the target positions (`GPT.loss`)."""
-    target = labels[:, 1:]  # (B, T-1)
-    keep = target != IGNORE
-    return model.loss(hidden[:, :-1][keep], target[keep], reduction=reduction)
-
-
 class LMObjective:
     """Next-token cross-entropy on the target part of (input_ids, labels) pairs, with logits computed
     only at target positions and a few rows at a time (`GPT.loss`): the 50,257-way output layer is most
@@ -117,7 +109,7 @@ class LMObjective:
     def loss(self, hidden, items, device) -> torch.Tensor:
         """Summed loss over `items`; hidden: callable ids (B, T) -> hidden states (B, T, C)."""
         ids, labels = (t.to(device) for t in collate(items, self.pad_id))
-        return target_loss(self.model, hidden(ids), labels)
+        return self.model.target_loss(hidden(ids), labels, reduction="sum")
 
 
 def trainable_state(net: nn.Module) -> dict[str, torch.Tensor]:

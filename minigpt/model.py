@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -13,6 +14,17 @@ from .config import GPTConfig
 from .generate import generate
 from .linear import Linear, linear, matmul
 from .weights import load_pretrained, save_pretrained
+
+
+IGNORE = -100  # a label that is not a target (as in transformers and PyTorch's cross_entropy)
+
+
+@dataclass
+class LMOutput:
+    """What `model(input_ids, labels=...)` returns: `loss`, the mean next-token cross-entropy over the
+    positions that have a target, and `logits` (B, T, vocab), only when asked for (`return_logits=True`)."""
+    loss: torch.Tensor
+    logits: torch.Tensor | None = None
 
 
 class ChunkedCrossEntropy(torch.autograd.Function):
@@ -204,18 +216,37 @@ class GPT(nn.Module):
     def forward(self, input_ids: torch.Tensor | None = None, *,
                 prefix: Sequence[PrefixKV | None] | None = None,
                 attention_mask: torch.Tensor | None = None, position_offset: int | None = None,
-                inputs_embeds: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        """Next-token logits (B, T, vocab).
+                inputs_embeds: torch.Tensor | None = None, cache: KVCache | None = None,
+                labels: torch.Tensor | None = None, return_logits: bool = False) -> torch.Tensor | LMOutput:
+        """Next-token logits (B, T, vocab); with `labels`, an `LMOutput` with the loss.
 
         input_ids: (B, T) token ids (or `inputs_embeds`: (B, T, n_embd)).
         prefix: per-layer `(key, value)` or None, each (B or 1, n_head, P, head_dim).
         attention_mask: (B, past + T) of 1 (real) / 0 (padding), for left-padded batches.
         position_offset: position id of the first real token (default: the prefix length).
         cache: a `KVCache` that this call reads and extends (decoding).
+        labels: (B, T) token ids, IGNORE (-100) where there is no target; shifted inside, as in
+            transformers (position t predicts labels[:, t + 1]). Logits are then computed only at the
+            target positions (`target_loss`), unless `return_logits=True` asks for all of them too.
         """
         h = self.hidden_states(input_ids, prefix=prefix, attention_mask=attention_mask,
                                position_offset=position_offset, inputs_embeds=inputs_embeds, cache=cache)
-        return self.lm_head(h)
+        if labels is None:
+            return self.lm_head(h)
+        return LMOutput(self.target_loss(h, labels), self.lm_head(h) if return_logits else None)
+
+    def target_loss(self, hidden: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Next-token loss of hidden states (B, T, C) against labels (B, T): position t is scored on
+        labels[:, t + 1] where that is not IGNORE; `reduction` "mean" over those targets, or "sum"."""
+        if labels.shape != hidden.shape[:2]:
+            raise ValueError(f"labels are {tuple(labels.shape)} but the input is {tuple(hidden.shape[:2])}; "
+                             "pass one label per input token (IGNORE = -100 where there is none)")
+        target = labels[:, 1:]  # (B, T-1)
+        keep = target != IGNORE
+        V = self.config.vocab_size
+        if bool(((target[keep] < 0) | (target[keep] >= V)).any()):
+            raise ValueError(f"labels hold ids outside the vocabulary [0, {V}) other than IGNORE ({IGNORE})")
+        return self.loss(hidden[:, :-1][keep], target[keep], reduction=reduction)
 
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
              chunk: int = 128) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from minigpt import GPT
+from minigpt import GPT, LMOutput
 from minigpt.attention import PrefixKV
 
 from .config import PrefixConfig
@@ -86,9 +86,14 @@ class PrefixTuner(nn.Module):
         h = self.model.hidden_states(inputs_embeds=embeds, attention_mask=attention_mask, position_offset=0)
         return h[:, P:]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Next-token logits of the real tokens, (B, T, vocab)."""
-        return self.model.lm_head(self.hidden_states(input_ids, attention_mask))
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                labels: torch.Tensor | None = None, return_logits: bool = False) -> torch.Tensor | LMOutput:
+        """Next-token logits of the real tokens, (B, T, vocab); with `labels` (B, T) (IGNORE = -100: no
+        target), an `LMOutput` whose loss is computed at the target positions only (see `GPT.forward`)."""
+        h = self.hidden_states(input_ids, attention_mask)
+        if labels is None:
+            return self.model.lm_head(h)
+        return LMOutput(self.model.target_loss(h, labels), self.model.lm_head(h) if return_logits else None)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:

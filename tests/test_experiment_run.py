@@ -97,3 +97,28 @@ def test_sweep_runs_settings_two_at_a_time(tmp_path, gpt2_vocab_dir):
     for name in names:  # each run in its own process, its output in its own file
         assert json.loads((tmp_path / "results" / name / "metrics.json").read_text())["seed"] == 0
         assert "trainable params" in (tmp_path / "runs" / f"{name}.out").read_text()
+
+
+def test_a_run_is_printed_beside_the_shipped_reference_run_with_its_settings(tmp_path, gpt2_vocab_dir, capsys,
+                                                                            monkeypatch):
+    import shutil
+
+    import experiments.run as run_module
+    from experiments.runid import identify, reference_run
+    args = tiny(tmp_path, gpt2_vocab_dir)
+    cfg = parse_cli(args)
+    metrics = run(args)
+    reference = tmp_path / "reference"
+    shutil.copytree(tmp_path / "results" / cfg.run_name, reference / "shipped-run")
+    found = reference_run(identify(cfg), reference)
+    assert found is not None and found[0] == reference / "shipped-run" and found[1] == json.loads(json.dumps(metrics))
+    assert reference_run(identify(parse_cli(args + ["--lr=0.002"])), reference) is None  # other settings: none
+    # the printout: this run's scores, the reference's beside them, and where each came from
+    monkeypatch.setattr(run_module, "REFERENCE", reference)
+    monkeypatch.setattr("experiments.runid.REFERENCE", reference)
+    capsys.readouterr()
+    run(args + [f"--results_dir={tmp_path / 'mine'}", f"--runs_dir={tmp_path / 'mine-state'}"])
+    out = capsys.readouterr().out
+    assert "this run (" in out and "reference (" in out and f"reference: {reference / 'shipped-run'}/" in out
+    run(args + ["--lr=0.002", "--name=lr2", f"--results_dir={tmp_path / 'mine'}", f"--runs_dir={tmp_path / 'mine-state'}"])
+    assert "no run in" in capsys.readouterr().out

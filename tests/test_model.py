@@ -160,3 +160,32 @@ def test_sampling_is_seeded_and_respects_top_k(tiny_pair):
     s1 = ours.generate(x, 6, do_sample=True, top_p=0.9, generator=torch.Generator().manual_seed(3))
     s2 = ours.generate(x, 6, do_sample=True, top_p=0.9, generator=torch.Generator().manual_seed(3))
     assert torch.equal(s1, s2)
+
+
+def test_labels_give_transformers_loss_and_gradient(tiny_pair):
+    """`model(ids, labels=...)`: transformers' shifted, -100-ignoring mean loss, and its gradient."""
+    ours, ref = tiny_pair
+    ids = torch.randint(0, 101, (2, 9), generator=torch.Generator().manual_seed(1))
+    labels = ids.clone()
+    labels[0, :4] = -100
+    out = ours(ids, labels=labels, return_logits=True)
+    theirs = ref(input_ids=ids, labels=labels)
+    assert abs(out.loss.item() - theirs.loss.item()) <= 1e-5
+    assert (out.logits - theirs.logits).abs().max().item() <= 1e-5
+    out.loss.backward()
+    theirs.loss.backward()
+    hf_grad = ref.transformer.h[0].attn.c_attn.weight.grad.t()  # Conv1D stores (in, out)
+    diff = (ours.transformer.h[0].attn.c_attn.weight.grad - hf_grad).abs().max()
+    ours.zero_grad()
+    ref.zero_grad()
+    assert diff.item() <= 1e-5
+    assert ours(ids, labels=labels, return_logits=False).logits is None
+
+
+@pytest.mark.parametrize("bad, message", [((2, 8), "labels are"), ("out of vocab", "outside the vocabulary")])
+def test_bad_labels_are_refused(tiny_pair, bad, message):
+    ours, _ = tiny_pair
+    ids = torch.randint(0, 101, (2, 9), generator=torch.Generator().manual_seed(1))
+    labels = torch.zeros(bad, dtype=torch.long) if isinstance(bad, tuple) else ids.clone().index_fill_(1, torch.tensor([5]), 101)
+    with pytest.raises(ValueError, match=message):
+        ours(ids, labels=labels)

@@ -90,3 +90,37 @@ def test_depth_list_and_other_adapters_are_refused(tiny_dir, tmp_path):
     peft.get_peft_model(hf, peft.LoraConfig(target_modules=["c_attn"])).save_pretrained(tmp_path / "lora")
     with pytest.raises(ValueError, match="holds a LORA adapter"):
         PrefixTuner.from_peft(tmp_path / "lora", model)
+
+
+def labelled():
+    """Inputs with labels: IGNORE on each row's first positions (a 'source' part), like a training batch."""
+    ids, mask = inputs()
+    labels = ids.clone()
+    labels[:, :3] = -100
+    labels[1, :5] = -100
+    return ids, mask, labels
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_labels_give_peft_s_loss_and_gradient(tiny_dir, tmp_path, name):
+    """`tuner(ids, labels=...)`: the loss transformers + peft compute for the same labels, and the same
+    gradient on the prefix, though ours never forms the logits of positions without a target."""
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tiny_dir).eval()
+    torch.manual_seed(0)
+    theirs = peft.get_peft_model(hf, CASES[name][1]()).eval()
+    theirs.save_pretrained(tmp_path)
+    tuner = PrefixTuner.from_peft(tmp_path, GPT.from_pretrained(tiny_dir)).eval()
+    ids, mask, labels = labelled()
+    out = tuner(ids, mask, labels=labels)
+    assert out.logits is None  # not asked for, not computed
+    ref = theirs(input_ids=ids, attention_mask=mask, labels=labels)
+    assert abs(out.loss.item() - ref.loss.item()) <= 1e-5
+    out.loss.backward()
+    ref.loss.backward()
+    (ours_grad,) = [p.grad for p in tuner.parameters() if p.requires_grad]  # the (materialized) table
+    peft_grads = [p.grad for p in theirs.parameters() if p.requires_grad]
+    if name != "prefix_mlp":  # PEFT's MLP adapter trains the MLP; ours arrives as the table it computes
+        assert (ours_grad - peft_grads[0].reshape(ours_grad.shape)).abs().max().item() <= 1e-5
+    with_logits = tuner(ids, mask, labels=labels, return_logits=True)
+    with torch.no_grad():
+        assert (with_logits.logits - peft_logits(theirs, name, ids, mask)).abs().max().item() <= 1e-5
