@@ -39,6 +39,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 warnings.filterwarnings("ignore")
@@ -401,7 +402,8 @@ def main(argv=None) -> None:
     groups = {}
     for s in todo:  # settings that differ only in loss or beams share their models
         groups.setdefault((s["part"], s["model"], s["precision"], s.get("projection")), []).append(s)
-    for group in groups.values():
+    t0 = time.perf_counter()
+    for group in tqdm(list(groups.values()), desc="bench", unit="group", dynamic_ncols=True):
         if args.no_timing:
             results = {key(s): data["results"][key(s)] for s in group}
         else:  # each row records the run that measured it
@@ -415,6 +417,7 @@ def main(argv=None) -> None:
         data["results"].update(results)
         text = json.dumps(data, indent=1)  # after each group, written whole, then renamed: nothing is lost
         atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+    print(f"bench: {len(todo)} settings in {len(groups)} groups, {(time.perf_counter() - t0) / 60:.1f} min")
     print(f"results: {out}")
     if args.quick:
         print(report([out], out.with_suffix(".md")))

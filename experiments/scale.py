@@ -214,7 +214,8 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
                 j.seconds, j.returncode = round(now - j.started, 1), proc.returncode
                 j.status = "done" if proc.returncode == 0 and j.done_file.exists() else "failed"
                 del running[name]
-                print(f"[{now - t0:6.0f}s] {j.status}: {name} ({j.seconds:.0f}s)", flush=True)
+                left = sum(x.status in ("waiting", "running") for x in jobs)
+                print(f"[{now - t0:6.0f}s] {j.status}: {name} ({j.seconds:.0f}s); {left} jobs left", flush=True)
         if end is not None and now >= end:
             for name, proc in running.items():
                 os.killpg(proc.pid, signal.SIGTERM)

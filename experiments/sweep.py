@@ -15,8 +15,11 @@ Extra `--key=value` settings apply to every run (e.g. a smaller --max_train for 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -59,20 +62,60 @@ def sweep_runs(sweeps, default_len: int) -> list[dict]:
     return runs
 
 
-def run_one(args: list[str], jobs: int) -> int:
+class Progress:
+    """What a sweep has left: printed as each run starts and ends, with the finished runs' times and an ETA."""
+
+    def __init__(self, total: int, jobs: int):
+        self.total, self.jobs, self.t0 = total, jobs, time.time()
+        self.seconds: list[float] = []  # runs that trained (a run already done takes ~0 s and is not counted)
+        self.ended = self.failed = self.reused = 0
+        self.lock = threading.Lock()
+
+    def eta(self) -> str:
+        if not self.seconds:
+            return "ETA after the first run"
+        left = (self.total - self.ended) * statistics.median(self.seconds) / self.jobs
+        return f"median run {statistics.median(self.seconds) / 60:.1f} min, about {left / 60:.0f} min left"
+
+    def start(self, name: str) -> None:
+        with self.lock:
+            print(f"[{self.ended}/{self.total} done] starting {name}; {self.eta()}", flush=True)
+
+    def end(self, name: str, code: int, seconds: float, reused: bool) -> None:
+        with self.lock:
+            self.ended += 1
+            self.failed += code != 0
+            if reused:
+                self.reused += 1
+            elif code == 0:
+                self.seconds.append(seconds)
+            what = "FAILED" if code else "already done" if reused else f"finished in {seconds / 60:.1f} min"
+            print(f"[{self.ended}/{self.total} done] {what}: {name}", flush=True)
+
+    def summary(self) -> str:
+        return (f"sweep: {self.total} runs in {(time.time() - self.t0) / 60:.1f} min: "
+                f"{self.total - self.failed - self.reused} trained, {self.reused} already done, {self.failed} failed")
+
+
+def run_one(args: list[str], jobs: int, progress: Progress) -> int:
     """One run in a fresh process: it runs (and records) the code as it is when it starts."""
     cmd = [sys.executable, "-m", "experiments.run", *args]
-    if jobs == 1:
-        return subprocess.run(cmd).returncode
     cfg = parse_cli(args)
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    out = Path(cfg.runs_dir) / f"{cfg.run_name}.out"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"started {cfg.run_name} (output: {out})", flush=True)
-    with open(out, "a") as f:
-        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
-                              env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}).returncode
-    print(f"{'finished' if code == 0 else 'FAILED'} {cfg.run_name}", flush=True)
+    done = Path(cfg.results_dir) / cfg.run_name / "metrics.json"
+    reused = done.exists()  # experiments.run checks that it holds this very run, and prints it
+    progress.start(cfg.run_name)
+    t0 = time.time()
+    if jobs == 1:
+        code = subprocess.run(cmd).returncode
+    else:
+        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        out = Path(cfg.runs_dir) / f"{cfg.run_name}.out"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        print(f"  output of {cfg.run_name}: {out}", flush=True)
+        with open(out, "a") as f:
+            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={
+                **os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}).returncode
+    progress.end(cfg.run_name, code, time.time() - t0, reused)
     return code
 
 
@@ -101,8 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     # all settings for one seed first: partial sweeps are still balanced
     todo = [rest + [f"--{k}={v if not isinstance(v, bool) else str(v).lower()}" for k, v in kw.items()]
             + [f"--seed={seed}"] for seed in seeds for kw in runs]
+    progress = Progress(len(todo), jobs)
     with ThreadPoolExecutor(jobs) as pool:
-        codes = list(pool.map(lambda args: run_one(args, jobs), todo))
+        codes = list(pool.map(lambda args: run_one(args, jobs, progress), todo))
+    print(progress.summary(), flush=True)
     failed = [" ".join(args) for args, code in zip(todo, codes) if code]
     if failed:
         raise SystemExit("failed runs (rerun the sweep to retry them):\n  " + "\n  ".join(failed))

@@ -339,8 +339,9 @@ def main(argv=None) -> dict:
             last = now
             if master:
                 bar.update(1)
+                left = {"left": f"{max(0.0, args.max_seconds - elapsed) / 60:.1f}min"} if args.max_seconds else {}
                 bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}",
-                                tok_s=f"{tokens_seen / max(elapsed, 1e-9):,.0f}")
+                                tok_s=f"{tokens_seen / max(elapsed, 1e-9):,.0f}", **left)  # a time budget's ETA
                 if step % 10 == 0:
                     log.append({"step": step, "tokens": tokens_seen, "elapsed": round(elapsed, 1),
                                 "train_loss": loss_sum, "lr": lr, "grad_norm": float(gnorm)})

@@ -89,7 +89,7 @@ def test_sweeps_cover_the_ablations():
     assert len(runs) == len({json.dumps(r, sort_keys=True) for r in runs})  # no run twice
 
 
-def test_sweep_runs_settings_two_at_a_time(tmp_path, gpt2_vocab_dir):
+def test_sweep_runs_settings_two_at_a_time(tmp_path, gpt2_vocab_dir, capfd):
     from experiments.sweep import main as sweep
     args = tiny(tmp_path, gpt2_vocab_dir)
     sweep([*args, "--sweeps=reparam", "--seeds=0", "--jobs=2"])
@@ -97,6 +97,11 @@ def test_sweep_runs_settings_two_at_a_time(tmp_path, gpt2_vocab_dir):
     for name in names:  # each run in its own process, its output in its own file
         assert json.loads((tmp_path / "results" / name / "metrics.json").read_text())["seed"] == 0
         assert "trainable params" in (tmp_path / "runs" / f"{name}.out").read_text()
+    out = capfd.readouterr().out  # what is left, as runs end, and a summary
+    assert "[0/2 done] starting" in out and "[2/2 done] finished in" in out
+    assert "sweep: 2 runs in" in out and "2 trained, 0 already done, 0 failed" in out
+    sweep([*args, "--sweeps=reparam", "--seeds=0"])
+    assert "0 trained, 2 already done, 0 failed" in capfd.readouterr().out
 
 
 def test_a_run_is_printed_beside_the_shipped_reference_run_with_its_settings(tmp_path, gpt2_vocab_dir, capsys,
