@@ -10,7 +10,7 @@ import json
 import math
 import re
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from prefix.config import INITS
@@ -40,45 +40,50 @@ class ConfigError(ValueError):
     """A setting that cannot be used: the message is one line naming it, its value and what is allowed."""
 
 
+def setting(help_text: str):
+    """A field of ExperimentConfig with its one-line help (shown by `python -m experiments.run --help`)."""
+    return field(metadata={"help": help_text})
+
+
 @dataclass
 class ExperimentConfig:
     """Everything a run depends on; `configs/defaults.json` holds the defaults (keep the two in step)."""
 
-    task: str
-    model: str  # checkpoint directory or hub id
-    random_init: bool  # same shape as `model`, random weights (how much does pretraining matter?)
-    method: str  # "prefix" (any PrefixConfig, incl. depth="embedding") or "finetune" (all weights)
-    prefix_len: int
-    depth: str | list  # "all", "embedding", or a list of layer indices
-    reparam: str  # "mlp" (the paper's reparameterization) or "direct"
-    encoder_hidden_size: int
-    init: str
-    init_text: str
-    prefix_dropout: float
-    head: str  # sst2: "verbalizer" (label-word logits) or "linear" (a trained layer on the last token)
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_steps: int
-    grad_clip: float
-    patience: int  # epochs without dev-loss improvement before stopping
-    bf16: bool  # bf16 autocast
-    base_dtype: str  # "auto" (bfloat16 when bf16 is on and the base is frozen, else float32), "float32", "bfloat16"
-    device: str | None  # None: cuda if available, else cpu
-    seed: int
-    max_train: int | None  # first N training pairs (None: all)
-    max_dev: int | None
-    max_test: int | None  # first N test MRs / entries (None: all)
-    num_beams: int
-    max_new_tokens: int
-    decode_batch_size: int
-    log_every: int
-    ckpt_every: int
-    data_dir: str | None
-    results_dir: str
-    runs_dir: str
-    name: str | None
+    task: str = setting("e2e or webnlg (table-to-text), or sst2 (sentiment classification)")
+    model: str = setting("the base model: a checkpoint folder or a hub id (gpt2, gpt2-medium, ...)")
+    random_init: bool = setting("same shape as `model`, random weights (how much does pretraining matter?)")
+    method: str = setting("prefix (any prefix, including depth=embedding) or finetune (every weight trains)")
+    prefix_len: int = setting("number of virtual tokens P")
+    depth: str | list = setting("all (every layer), embedding (prompt tuning), or a list of layer indices like [0,4,7]")
+    reparam: str = setting("mlp (the paper's P = MLP(P')) or direct (a free table)")
+    encoder_hidden_size: int = setting("width of the MLP's hidden layer (the paper: 512)")
+    init: str = setting("random, zero, vocab (random real tokens) or text (the activations of init_text)")
+    init_text: str = setting("the phrase init=text starts from, e.g. table-to-text:")
+    prefix_dropout: float = setting("dropout on the prefix table while training")
+    head: str = setting("sst2: verbalizer (label-word logits) or linear (a trained layer on the last token)")
+    epochs: int = setting("passes over the training set")
+    batch_size: int = setting("training examples per optimizer step")
+    lr: float = setting("peak learning rate (linear warmup, then linear decay to 0)")
+    weight_decay: float = setting("AdamW weight decay")
+    warmup_steps: int = setting("optimizer steps of linear warmup")
+    grad_clip: float = setting("gradient norm clipping")
+    patience: int = setting("epochs without dev-loss improvement before stopping")
+    bf16: bool = setting("bf16 autocast")
+    base_dtype: str = setting("auto (bfloat16 when bf16 is on and the base is frozen, else float32), float32 or bfloat16")
+    device: str | None = setting("cpu, cuda, ...; null: cuda if available, else cpu")
+    seed: int = setting("seed of the initialization, the batch order and dropout")
+    max_train: int | None = setting("first N training pairs (null: all)")
+    max_dev: int | None = setting("first N dev pairs for the dev loss (null: all)")
+    max_test: int | None = setting("first N test tables / entries / sentences (null: all)")
+    num_beams: int = setting("beam width for decoding (1: greedy)")
+    max_new_tokens: int = setting("decoding length limit")
+    decode_batch_size: int = setting("test inputs decoded at a time")
+    log_every: int = setting("optimizer steps between lines of log.jsonl")
+    ckpt_every: int = setting("optimizer steps between saves of the training state")
+    data_dir: str | None = setting("where the datasets are (null: $DATA_DIR, data/, then ../shared/data)")
+    results_dir: str = setting("where finished runs' result folders go")
+    runs_dir: str = setting("where training state and trained prefixes go")
+    name: str | None = setting("the run's name (null: made from the settings)")
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(ExperimentConfig)
@@ -276,8 +281,21 @@ def load_config(files: list[str] = (), overrides: dict | None = None) -> Experim
     return ExperimentConfig(**values)
 
 
+def usage() -> str:
+    """Every setting with its make variable, default and help: what `--help` prints."""
+    defaults = default_values()
+    rows = [f"  --{f.name}=...  {label(f.name)}, default {json.dumps(defaults.get(f.name))}: {f.metadata['help']}"
+            for f in fields(ExperimentConfig)]
+    return ("usage: python -m experiments.run [config.json ...] [--key=value ...]\n"
+            "       make experiment [LEN=...] [TASK=...] ... [ARGS=\"--key=value ...\"]\n\n"
+            "Settings (defaults from experiments/configs/defaults.json):\n" + "\n".join(rows))
+
+
 def parse_cli(argv: list[str]) -> ExperimentConfig:
     """`[config.json ...] [--key=value ...]` -> config; a bad setting exits with a one-line error."""
+    if "--help" in argv or "-h" in argv:
+        print(usage())
+        raise SystemExit(0)
     files, overrides = [], {}
     try:
         for a in argv:

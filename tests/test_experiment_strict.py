@@ -64,7 +64,8 @@ def test_changed_model_or_data_files_make_another_run():
 
 
 def test_the_shipped_results_are_recognised_under_their_names():
-    configs = sorted((Path(__file__).parents[1] / "experiments").glob("results*/*/config.json"))
+    root = Path(__file__).parents[1] / "experiments"
+    configs = sorted([*root.glob("reference/*/config.json"), *root.glob("results*/*/config.json")])
     assert len(configs) > 70
     for f in configs:
         recorded = json.loads(f.read_text())
@@ -344,3 +345,16 @@ def test_a_resumed_run_logs_each_step_once(tmp_path, monkeypatch):
     lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "train_loss" in x] == [1, 2, 3, 4, 5, 6]
     assert [x["epoch"] for x in lines if "dev_loss" in x] == [0, 1]
+
+
+def test_every_setting_has_a_help_line_and_help_prints_them(capsys):
+    from dataclasses import fields
+
+    from experiments.config import ExperimentConfig, default_values
+    assert {f.name for f in fields(ExperimentConfig)} == set(default_values())
+    assert all(f.metadata.get("help") for f in fields(ExperimentConfig))
+    with pytest.raises(SystemExit) as exit_:
+        parse_cli(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"--{f.name}=" in out for f in fields(ExperimentConfig)) and "LEN (prefix_len), default 10" in out

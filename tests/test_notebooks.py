@@ -26,7 +26,7 @@ def errors(nb) -> list[str]:
 
 
 EXPECTED = ["01_attention_with_a_prefix.ipynb", "02_gpt2_from_scratch.ipynb", "03_prefix_tuning.ipynb",
-            "04_ablation_curves.ipynb"]
+            "04_ablation_curves.ipynb", "05_what_a_prefix_learns.ipynb"]
 
 
 def test_the_notebooks_are_found():
