@@ -69,7 +69,7 @@ class ExperimentConfig:
     grad_clip: float = setting("gradient norm clipping")
     patience: int = setting("epochs without dev-loss improvement before stopping")
     bf16: bool = setting("bf16 autocast")
-    base_dtype: str = setting("auto (bfloat16 when bf16 is on and the base is frozen, else float32), float32 or bfloat16")
+    base_dtype: str = setting("auto (bfloat16 if bf16 is on and the base is frozen, else float32), float32, bfloat16")
     device: str | None = setting("cpu, cuda, ...; null: cuda if available, else cpu")
     seed: int = setting("seed of the initialization, the batch order and dropout")
     max_train: int | None = setting("first N training pairs (null: all)")

@@ -5,4 +5,5 @@ from .model import GPT, IGNORE, LMOutput
 from .tokenizer import EOT, load_tokenizer
 from .weights import CheckpointError
 
-__all__ = ["GPT", "GPTConfig", "IGNORE", "LMOutput", "KVCache", "CheckpointError", "EOT", "causal_mask", "load_tokenizer"]
+__all__ = ["GPT", "GPTConfig", "IGNORE", "LMOutput", "KVCache", "CheckpointError", "EOT", "causal_mask",
+           "load_tokenizer"]
