@@ -8,6 +8,7 @@ worst finished one. Banned tokens and `min_new_tokens` are applied to the log-pr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,43 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: 
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
+@dataclass
+class Stepper:
+    """The model and its KV cache during decoding: `logits(tokens)` runs the new tokens (rows, t) and
+    returns the last position's logits (rows, V) in fp32; the attention mask (left padding) grows with it."""
+    model: torch.nn.Module
+    cache: KVCache
+    mask: torch.Tensor | None
+    position_offset: int | None
+
+    def logits(self, tokens: torch.Tensor | None, embeds: torch.Tensor | None = None) -> torch.Tensor:
+        if self.mask is not None and self.cache.tokens > 0:  # a decoded token: one more real position
+            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        h = self.model.hidden_states(None if embeds is not None else tokens, inputs_embeds=embeds,
+                                     attention_mask=self.mask, position_offset=self.position_offset, cache=self.cache)
+        return self.model.lm_head(h[:, -1]).float()
+
+    def repeat_rows(self, n: int) -> None:
+        """Every row becomes n identical rows (beams start from their row's prompt)."""
+        rows = self.cache.k[0].shape[0]
+        self.cache.reorder(torch.arange(rows, device=self.cache.k[0].device).repeat_interleave(n))
+        if self.mask is not None:
+            self.mask = self.mask.repeat_interleave(n, 0)
+
+
+def check_arguments(max_new_tokens, num_beams, do_sample, temperature, top_k, top_p) -> None:
+    if max_new_tokens < 0 or num_beams < 1:
+        raise ValueError("max_new_tokens must be >= 0 and num_beams >= 1")
+    if do_sample and num_beams > 1:
+        raise ValueError("beam sampling is not implemented: use do_sample=True with num_beams=1")
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 (use do_sample=False for greedy decoding)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p}")
+
+
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
              prefix: Sequence[PrefixKV | None] | None = None, attention_mask: torch.Tensor | None = None,
@@ -57,97 +95,110 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     while `input_ids` still supplies the returned prompt ids. Rows that end (end-of-text) are padded
     with `pad_token_id` (default: `eos_token_id`). Decoding stops when every row has ended.
     """
-    if max_new_tokens < 0 or num_beams < 1:
-        raise ValueError("max_new_tokens must be >= 0 and num_beams >= 1")
-    if do_sample and num_beams > 1:
-        raise ValueError("beam sampling is not implemented: use do_sample=True with num_beams=1")
-    if temperature <= 0:
-        raise ValueError("temperature must be > 0 (use do_sample=False for greedy decoding)")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p}")
-    B, T = input_ids.shape
-    pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
-    n = num_beams
-    w = model.transformer.wte.weight
-    cache = KVCache(model.config, B, T + max_new_tokens, prefix=prefix,
-                    dtype=w.dtype if inputs_embeds is None else inputs_embeds.dtype, device=input_ids.device)
-    mask = attention_mask
-
-    def step(tokens, embeds=None):  # logits of the last position only: (rows, V)
-        h = model.hidden_states(None if embeds is not None else tokens, inputs_embeds=embeds,
-                                attention_mask=mask, position_offset=position_offset, cache=cache)
-        return model.lm_head(h[:, -1]).float()
-
+    check_arguments(max_new_tokens, num_beams, do_sample, temperature, top_k, top_p)
     if max_new_tokens == 0:
         return input_ids
-    logits = step(input_ids, inputs_embeds)  # the prompt runs once per row, not once per beam
-    if n > 1:  # every beam starts from its row's prompt
-        cache.reorder(torch.arange(B, device=input_ids.device).repeat_interleave(n))
-        logits = logits.repeat_interleave(n, 0)
-        mask = mask.repeat_interleave(n, 0) if mask is not None else None
+    B, T = input_ids.shape
+    pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
+    dtype = model.transformer.wte.weight.dtype if inputs_embeds is None else inputs_embeds.dtype
+    cache = KVCache(model.config, B, T + max_new_tokens, prefix=prefix, dtype=dtype, device=input_ids.device)
+    stepper = Stepper(model, cache, attention_mask, position_offset)
+    logits = stepper.logits(input_ids, inputs_embeds)  # the prompt runs once per row, not once per beam
     ban = dict(min_new_tokens=min_new_tokens, eos_token_id=eos_token_id, bad_token_ids=bad_token_ids)
+    if num_beams == 1:
+        pick = ((lambda lg: _sample(lg, temperature, top_k, top_p, generator)) if do_sample
+                else (lambda lg: lg.argmax(-1)))
+        new = greedy_or_sampled(stepper, logits, pick, max_new_tokens, ban, eos_token_id, pad)
+        return torch.cat([input_ids, new], dim=1)
+    return beam_search(stepper, logits, input_ids, num_beams, max_new_tokens, ban, eos_token_id, pad,
+                       length_penalty)
 
-    if n == 1:
-        out, done = [], torch.zeros(B, dtype=torch.bool, device=input_ids.device)
-        for t in range(max_new_tokens):
-            logits = _ban(logits, t, **ban)
-            nxt = _sample(logits, temperature, top_k, top_p, generator) if do_sample else logits.argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-            out.append(nxt)
-            if eos_token_id is not None:
-                done |= nxt == eos_token_id
-            if bool(done.all()) or t == max_new_tokens - 1:
-                break
-            if mask is not None:
-                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
-            logits = step(nxt[:, None])
-        return torch.cat([input_ids, torch.stack(out, 1)], dim=1)
 
-    # ---- beam search (B batch rows x n beams) ----
-    V, L, K = logits.shape[-1], T + max_new_tokens, 2 * n
-    dev = input_ids.device
-    running = torch.full((B, n, L), pad, dtype=torch.long, device=dev)
-    running[:, :, :T] = input_ids[:, None]
-    finished = running.clone()
-    run_scores = torch.zeros(B, n, device=dev)
-    run_scores[:, 1:] = NEG  # all beams start identical: only the first may expand
-    fin_scores = torch.full((B, n), NEG, device=dev)
-    fin_flag = torch.zeros(B, n, dtype=torch.bool, device=dev)
-    fin_len = torch.zeros(B, n, dtype=torch.long, device=dev)
-    improvable = torch.ones(B, 1, dtype=torch.bool, device=dev)
-    top_n = torch.arange(K, device=dev) < n
-    rows = torch.arange(B, device=dev)[:, None]
+def greedy_or_sampled(stepper: Stepper, logits: torch.Tensor, pick, max_new_tokens: int, ban: dict,
+             eos_token_id: int | None, pad: int) -> torch.Tensor:
+    """Greedy decoding or sampling: `pick` chooses each row's next token from its logits (rows, V).
+    Returns the new tokens (B, new); a row that has ended gets `pad`."""
+    out, done = [], torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
     for t in range(max_new_tokens):
-        cur = T + t
-        logp = _ban(F.log_softmax(logits, -1), t, **ban).view(B, n, V) + run_scores[..., None]
-        top_scores, top_idx = torch.topk(logp.view(B, n * V), K)  # (B, K)
+        nxt = pick(_ban(logits, t, **ban))
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        out.append(nxt)
+        if eos_token_id is not None:
+            done |= nxt == eos_token_id
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        logits = stepper.logits(nxt[:, None])
+    return torch.stack(out, 1)
+
+
+class BeamState:
+    """B rows x n beams: the running continuations and the pool of finished ones, with their scores
+    (sum of log-probs; finished ones divided by generated_length ** length_penalty)."""
+
+    def __init__(self, input_ids: torch.Tensor, n: int, max_new_tokens: int, pad: int, length_penalty: float):
+        B, T = input_ids.shape
+        dev = input_ids.device
+        self.n, self.T, self.length_penalty = n, T, length_penalty
+        self.running = torch.full((B, n, T + max_new_tokens), pad, dtype=torch.long, device=dev)  # (B, n, L)
+        self.running[:, :, :T] = input_ids[:, None]
+        self.finished = self.running.clone()
+        self.run_scores = torch.zeros(B, n, device=dev)
+        self.run_scores[:, 1:] = NEG  # all beams start identical: only the first may expand
+        self.fin_scores = torch.full((B, n), NEG, device=dev)
+        self.fin_flag = torch.zeros(B, n, dtype=torch.bool, device=dev)  # a real finished beam, not a filler
+        self.fin_len = torch.zeros(B, n, dtype=torch.long, device=dev)
+        self.improvable = torch.ones(B, 1, dtype=torch.bool, device=dev)  # can a running beam still win?
+        self.rows = torch.arange(B, device=dev)[:, None]
+
+    def advance(self, logp: torch.Tensor, t: int, last: bool, eos_token_id: int | None) -> tuple[torch.Tensor, bool]:
+        """One step from log-probs (B, n, V) (already banned): keep the n best running continuations and
+        move ended ones into the finished pool. Returns the flat cache rows the new beams come from (B * n,)
+        and whether every continuation ended."""
+        B, n, V = logp.shape
+        rows, K = self.rows, 2 * n
+        top_scores, top_idx = torch.topk((logp + self.run_scores[..., None]).view(B, n * V), K)  # (B, K)
         beam, tok = top_idx // V, top_idx % V
-        cand = running[rows, beam]  # (B, K, L)
-        cand[:, :, cur] = tok
+        cand = self.running[rows, beam]  # (B, K, L)
+        cand[:, :, self.T + t] = tok
         hits = (tok == eos_token_id) if eos_token_id is not None else torch.zeros_like(tok, dtype=torch.bool)
-        if t == max_new_tokens - 1:
+        if last:
             hits = torch.ones_like(hits)
         # the n best continuations that did not end keep running
         keep_scores = top_scores + hits.float() * NEG
         nxt = torch.topk(keep_scores, n).indices  # (B, n)
-        running, run_scores, src = cand[rows, nxt], keep_scores.gather(1, nxt), beam.gather(1, nxt)
+        self.running, self.run_scores, src = cand[rows, nxt], keep_scores.gather(1, nxt), beam.gather(1, nxt)
         # ended continuations among the top n join the finished pool if they beat it
-        just = hits & top_n
-        scores = top_scores / ((t + 1) ** length_penalty) + (~improvable).float() * NEG + (~just).float() * NEG
-        m_scores = torch.cat([fin_scores, scores], 1)
-        best = torch.topk(m_scores, n).indices
-        finished = torch.cat([finished, cand], 1)[rows, best]
-        fin_scores = m_scores.gather(1, best)
-        fin_flag = torch.cat([fin_flag, just], 1).gather(1, best)
-        fin_len = torch.cat([fin_len, torch.full_like(just, t + 1, dtype=torch.long)], 1).gather(1, best)
-        cache.reorder((src + rows * n).flatten())
-        worst = torch.where(fin_flag, fin_scores.min(1, keepdim=True).values, torch.full_like(fin_scores, NEG))
-        improvable = improvable & (run_scores[:, :1] / ((t + 1) ** length_penalty) > worst).any(-1, keepdim=True)
-        if not bool(improvable.any()) or bool(hits.all()):
+        just = hits & (torch.arange(K, device=tok.device) < n)
+        penalty = (t + 1) ** self.length_penalty
+        scores = top_scores / penalty + (~self.improvable).float() * NEG + (~just).float() * NEG
+        pooled = torch.cat([self.fin_scores, scores], 1)
+        best = torch.topk(pooled, n).indices
+        self.finished = torch.cat([self.finished, cand], 1)[rows, best]
+        self.fin_scores = pooled.gather(1, best)
+        self.fin_flag = torch.cat([self.fin_flag, just], 1).gather(1, best)
+        self.fin_len = torch.cat([self.fin_len, torch.full_like(just, t + 1, dtype=torch.long)], 1).gather(1, best)
+        worst = torch.where(self.fin_flag, self.fin_scores.min(1, keepdim=True).values,
+                            torch.full_like(self.fin_scores, NEG))
+        self.improvable &= (self.run_scores[:, :1] / penalty > worst).any(-1, keepdim=True)
+        return (src + rows * n).flatten(), bool(hits.all())
+
+    def best(self) -> torch.Tensor:
+        """Each row's best finished sequence, (B, T + longest generated length)."""
+        return self.finished[:, 0, :self.T + int(self.fin_len[:, 0].max())]
+
+
+def beam_search(stepper: Stepper, logits: torch.Tensor, input_ids: torch.Tensor, n: int, max_new_tokens: int,
+                ban: dict, eos_token_id: int | None, pad: int, length_penalty: float) -> torch.Tensor:
+    """Beam search with n beams per row (the algorithm of the module docstring); returns (B, T + new)."""
+    B = input_ids.shape[0]
+    stepper.repeat_rows(n)  # every beam starts from its row's prompt
+    logits = logits.repeat_interleave(n, 0)
+    state = BeamState(input_ids, n, max_new_tokens, pad, length_penalty)
+    for t in range(max_new_tokens):
+        logp = _ban(F.log_softmax(logits, -1), t, **ban).view(B, n, -1)
+        src, all_ended = state.advance(logp, t, t == max_new_tokens - 1, eos_token_id)
+        stepper.cache.reorder(src)
+        if not bool(state.improvable.any()) or all_ended:
             break
-        if mask is not None:
-            mask = torch.cat([mask, mask.new_ones(B * n, 1)], dim=1)
-        logits = step(running[:, :, cur].reshape(-1, 1))
-    return finished[:, 0, :T + int(fin_len[:, 0].max())]
+        logits = stepper.logits(state.running[:, :, state.T + t].reshape(-1, 1))
+    return state.best()
