@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minigpt import EOT
+from minigpt.runtime import evaluating
 
 TEMPLATE = " Review: {sentence} Sentiment:"
 LABEL_WORDS = (" negative", " positive")  # label 0, 1
@@ -57,20 +58,18 @@ class Classifier(nn.Module):
     @torch.no_grad()
     def predict(self, sequences: list[list[int]], batch_size: int = 64) -> torch.Tensor:
         """(N, 2) class probabilities; left-padded batches, the same as one by one."""
-        was = self.training
-        self.eval()
         device = self.label_ids.device if self.head_kind == "verbalizer" else self.head.weight.device
         out = []
-        for start in range(0, len(sequences), batch_size):
-            chunk = sequences[start:start + batch_size]
-            T = max(len(s) for s in chunk)
-            ids = torch.full((len(chunk), T), EOT, dtype=torch.long)
-            mask = torch.zeros(len(chunk), T, dtype=torch.long)
-            for r, s in enumerate(chunk):
-                ids[r, T - len(s):], mask[r, T - len(s):] = torch.tensor(s), 1
-            h = self.hidden_states(ids.to(device), attention_mask=mask.to(device))[:, -1]  # (B, C)
-            out.append(self.logits(h).float().softmax(-1).cpu())
-        self.train(was)
+        with evaluating(self):
+            for start in range(0, len(sequences), batch_size):
+                chunk = sequences[start:start + batch_size]
+                T = max(len(s) for s in chunk)
+                ids = torch.full((len(chunk), T), EOT, dtype=torch.long)
+                mask = torch.zeros(len(chunk), T, dtype=torch.long)
+                for r, s in enumerate(chunk):
+                    ids[r, T - len(s):], mask[r, T - len(s):] = torch.tensor(s), 1
+                h = self.hidden_states(ids.to(device), attention_mask=mask.to(device))[:, -1]  # (B, C)
+                out.append(self.logits(h).float().softmax(-1).cpu())
         return torch.cat(out)
 
 

@@ -19,11 +19,13 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from minigpt import EOT, GPT, load_tokenizer
 from minigpt.allocator import keep_freed_memory
+from minigpt.runtime import rank_and_world
 from minigpt.weights import CheckpointError, atomic_write
 from prefix import PrefixConfig, PrefixTuner
 
@@ -38,6 +40,16 @@ from .tasks import sst2_splits, task_splits
 from .train import JsonLog, LMObjective, TrainingDiverged, fit
 
 
+class Trained(NamedTuple):
+    """What a task's training and scoring gives back to `run`."""
+    net: torch.nn.Module  # what was trained (a PrefixTuner, the GPT, or a Classifier around either)
+    scores: dict  # test metrics
+    predictions: list[str]  # one line per test item
+    n_train: int
+    n_test: int
+    summary: dict  # fit's summary (steps, seconds, tokens, dev losses) and decode seconds
+
+
 def load_base(cfg: ExperimentConfig) -> GPT:
     """The pretrained model (or, with random_init, a freshly initialized one of the same shape)."""
     try:
@@ -49,7 +61,8 @@ def load_base(cfg: ExperimentConfig) -> GPT:
         torch.manual_seed(cfg.seed)
         model = GPT(model.config)
     # a frozen base needs no fp32 copy: bf16 weights make every matmul cheaper (the prefix stays fp32)
-    return model.to(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"), dtype=getattr(torch, cfg.model_dtype))
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device, dtype=getattr(torch, cfg.model_dtype))
 
 
 def build_net(cfg: ExperimentConfig, base: GPT, enc):
@@ -134,7 +147,7 @@ def run(cfg: ExperimentConfig) -> dict:
               f"and {run_dir}")
         compare_with_reference(cfg, this, done)
         return done
-    master = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    master = rank_and_world()[0] == 0
     if master:
         claim_run_dir(run_dir, this, cfg)
     torch.manual_seed(cfg.seed)
@@ -149,15 +162,14 @@ def run(cfg: ExperimentConfig) -> dict:
         raise SystemExit(f"interrupted: rerun the same command to resume from {run_dir / 'state.pt'}") from None
     if job is None:  # under torchrun, process 0 evaluates and writes the results
         return {}
-    net, scores, predictions, n_train, n_test, summary = job
-    trainable, total = param_counts(net, base)
-    metrics = {**scores, "trainable_params": trainable, "total_params": total, **summary, "split": "test",
-               "n_test": n_test, "n_train": n_train, "seed": cfg.seed, "commit": COMMIT, "machine": machine(),
+    trainable, total = param_counts(job.net, base)
+    metrics = {**job.scores, "trainable_params": trainable, "total_params": total, **job.summary, "split": "test",
+               "n_test": job.n_test, "n_train": job.n_train, "seed": cfg.seed, "commit": COMMIT, "machine": machine(),
                "inputs": this.inputs, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    prefix_net = net.net if isinstance(net, Classifier) else net
+    prefix_net = job.net.net if isinstance(job.net, Classifier) else job.net
     if cfg.method == "prefix":
         prefix_net.materialize().save(run_dir / "prefix", base_model_name_or_path=cfg.model)
-    write_results(out, cfg, predictions, run_dir / "log.jsonl", metrics)
+    write_results(out, cfg, job.predictions, run_dir / "log.jsonl", metrics)
     compare_with_reference(cfg, this, metrics)
     print(f"results: {out}/ (metrics.json, predictions.txt, config.json, log.jsonl); {where(metrics)}")
     return metrics
@@ -229,7 +241,7 @@ def generation(cfg, base, enc, run_dir, log):
     net = build_net(cfg, base, enc)
     announce(cfg, net, base, len(train_pairs), len(test), sizes)
     summary = fit(net, LMObjective(base, EOT), train_pairs, dev_pairs, cfg, run_dir, log=log)
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if rank_and_world()[0] != 0:
         return None
     t0 = time.perf_counter()
     predictions = decode(net, enc, test_sources, num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens,
@@ -242,7 +254,7 @@ def generation(cfg, base, enc, run_dir, log):
         if idx:
             sub = corpus_metrics([predictions[i] for i in idx], [test[i][1] for i in idx])
             scores.update({f"{k}_{name}": v for k, v in sub.items()})
-    return net, scores, predictions, len(train_pairs), len(test), summary
+    return Trained(net, scores, predictions, len(train_pairs), len(test), summary)
 
 
 def classification(cfg, base, enc, run_dir, log):
@@ -255,7 +267,7 @@ def classification(cfg, base, enc, run_dir, log):
     announce(cfg, net, base, len(items["train"]), len(items["test"]), sizes)
     # dev loss for early stopping uses at most max_dev examples; accuracy is reported on the whole dev split
     summary = fit(net, ClassificationObjective(net), items["train"], items["dev"], cfg, run_dir, log=log)
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if rank_and_world()[0] != 0:
         return None
     scores = {}
     for split in ("dev", "test"):
@@ -263,7 +275,7 @@ def classification(cfg, base, enc, run_dir, log):
         result = accuracy_f1(probs.argmax(-1).tolist(), [y for _, y in items[split]])
         scores.update(result if split == "test" else {f"dev_{k}": v for k, v in result.items()})
     predictions = [f"{LABEL_WORDS[int(p.argmax())].strip()}\t{float(p[1]):.4f}" for p in probs]
-    return net, scores, predictions, len(items["train"]), len(items["test"]), summary
+    return Trained(net, scores, predictions, len(items["train"]), len(items["test"]), summary)
 
 
 def print_table(rows: list[tuple[str, dict]]) -> None:

@@ -19,8 +19,9 @@ import os
 import signal
 import threading
 import time
-from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
@@ -28,10 +29,38 @@ from tqdm.auto import tqdm
 
 from minigpt import IGNORE
 from minigpt.optim import adamw
+from minigpt.runtime import autocast, evaluating, rank_and_world
 from minigpt.weights import CheckpointError, atomic_write, load_state
 
 from .data import bucket_batches
 
+
+
+class Objective(Protocol):
+    """What `fit` trains on: items (e.g. (input_ids, labels) pairs) and a summed loss over a batch of them."""
+
+    def length(self, item) -> int:
+        """The item's length in tokens (batches group similar lengths)."""
+
+    def count(self, items) -> int:
+        """How many scored positions `items` hold (the loss is normalized by it)."""
+
+    def loss(self, hidden: Callable[[torch.Tensor], torch.Tensor], items, device) -> torch.Tensor:
+        """The loss summed over `items`; `hidden` maps input ids (B, T) to hidden states (B, T, C)."""
+
+
+@dataclass
+class Progress:
+    """Where training is, saved in `state.pt` (as a dict) so that a run resumes exactly."""
+    epoch: int = 0
+    batch: int = 0  # next batch of this epoch
+    step: int = 0  # optimizer steps taken
+    elapsed: float = 0.0  # training seconds
+    tokens: int = 0
+    best_dev: float = math.inf
+    best: dict | None = None  # trainable weights at the best dev loss
+    bad_epochs: int = 0  # epochs since the dev loss last improved
+    dev: list = field(default_factory=list)  # dev loss per epoch
 
 
 class TrainingDiverged(RuntimeError):
@@ -117,15 +146,13 @@ def trainable_state(net: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def dev_loss(net, objective, items, batch_size, autocast, device="cpu") -> float:
+def dev_loss(net, objective: Objective, items, batch_size, bf16_autocast, device="cpu") -> float:
     """Mean loss per scored position on held-out items (eval mode)."""
-    was = net.training
-    net.eval()
     total = 0.0
-    for i in range(0, len(items), batch_size):
-        with autocast():
-            total += objective.loss(net.hidden_states, items[i:i + batch_size], device).item()
-    net.train(was)
+    with evaluating(net):
+        for i in range(0, len(items), batch_size):
+            with bf16_autocast():
+                total += objective.loss(net.hidden_states, items[i:i + batch_size], device).item()
     loss = total / max(objective.count(items), 1)
     if not math.isfinite(loss):
         raise TrainingDiverged(f"the dev loss is {loss}: the model diverged and the run is not scored; "
@@ -140,13 +167,13 @@ def linear_schedule(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def fit(net: nn.Module, objective, train_items: list, dev_items: list, cfg, run_dir: Path, log=print) -> dict:
+def fit(net: nn.Module, objective: Objective, train_items: list, dev_items: list, cfg, run_dir: Path,
+        log=print) -> dict:
     """Train `net`'s trainable parameters on `objective` (e.g. `LMObjective`); returns a summary.
 
     Resumes from `run_dir/state.pt`."""
-    ddp = "RANK" in os.environ and torch.distributed.is_initialized()
-    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp else (0, 1)
-    master = rank == 0
+    rank, world = rank_and_world()
+    ddp, master = "RANK" in os.environ and world > 1, rank == 0
     params = [p for p in net.parameters() if p.requires_grad]
     opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     hidden = net.hidden_states
@@ -154,7 +181,7 @@ def fit(net: nn.Module, objective, train_items: list, dev_items: list, cfg, run_
         from torch.nn.parallel import DistributedDataParallel
         hidden = DistributedDataParallel(Hidden(net))
     device = next(net.parameters()).device
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.bf16 else nullcontext
+    bf16_autocast = autocast(device, cfg.bf16)
     lengths = [objective.length(item) for item in train_items]
     batches_per_epoch = len(bucket_batches(lengths, cfg.batch_size, cfg.seed))
     total = cfg.epochs * batches_per_epoch
@@ -164,28 +191,28 @@ def fit(net: nn.Module, objective, train_items: list, dev_items: list, cfg, run_
     def save():
         if master:
             s = {"trainable": trainable_state(net), "optimizer": opt.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "progress": st}
+                 "torch_rng": torch.get_rng_state(), "progress": vars(st)}
             atomic_write(state_file, lambda t: torch.save(s, t))
 
     net.train()
-    bar = tqdm(total=total, initial=st["step"], disable=not master, unit="step", dynamic_ncols=True,
+    bar = tqdm(total=total, initial=st.step, disable=not master, unit="step", dynamic_ncols=True,
                desc=run_dir.name[:40])
     with GracefulInterrupt(enabled=not ddp) as interrupt:
-        while st["epoch"] < cfg.epochs and not (cfg.patience and st["bad_epochs"] >= cfg.patience):
-            batches = bucket_batches(lengths, cfg.batch_size, cfg.seed + st["epoch"])
-            while st["batch"] < len(batches):
+        while st.epoch < cfg.epochs and not (cfg.patience and st.bad_epochs >= cfg.patience):
+            batches = bucket_batches(lengths, cfg.batch_size, cfg.seed + st.epoch)
+            while st.batch < len(batches):
                 t0 = time.perf_counter()
-                batch = batches[st["batch"]]
+                batch = batches[st.batch]
                 n_targets = objective.count([train_items[i] for i in batch])
                 mine = batch[rank::world]  # this process's share of the global batch
-                lr = cfg.lr * linear_schedule(st["step"], total, cfg.warmup_steps)
+                lr = cfg.lr * linear_schedule(st.step, total, cfg.warmup_steps)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 if mine:
-                    with autocast():
+                    with bf16_autocast():
                         loss = objective.loss(hidden, [train_items[i] for i in mine], device) / n_targets * world
                     if not torch.isfinite(loss):  # before the update: the saved state stays the last finite one
-                        raise TrainingDiverged(f"the training loss is {loss.item()} at step {st['step'] + 1} (lr "
+                        raise TrainingDiverged(f"the training loss is {loss.item()} at step {st.step + 1} (lr "
                                                f"{lr:.3g}): the run diverged and is not scored; try a lower lr")
                     loss.backward()
                 else:  # pragma: no cover - more processes than rows in a batch
@@ -194,47 +221,46 @@ def fit(net: nn.Module, objective, train_items: list, dev_items: list, cfg, run_
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                st["batch"] += 1
-                st["step"] += 1
-                st["tokens"] += sum(lengths[i] for i in batch)
-                st["elapsed"] += time.perf_counter() - t0
+                st.batch += 1
+                st.step += 1
+                st.tokens += sum(lengths[i] for i in batch)
+                st.elapsed += time.perf_counter() - t0
                 if master:
                     value = loss.item() / world if mine else float("nan")
                     bar.update(1)
-                    bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{st['tokens'] / st['elapsed']:,.0f}")
-                    if st["step"] % cfg.log_every == 0:
-                        log({"step": st["step"], "epoch": st["epoch"], "train_loss": value, "lr": lr,
-                             "tokens_per_second": round(st["tokens"] / st["elapsed"])})
-                if st["step"] % cfg.ckpt_every == 0 or interrupt.requested:
+                    bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{st.tokens / st.elapsed:,.0f}")
+                    if st.step % cfg.log_every == 0:
+                        log({"step": st.step, "epoch": st.epoch, "train_loss": value, "lr": lr,
+                             "tokens_per_second": round(st.tokens / st.elapsed)})
+                if st.step % cfg.ckpt_every == 0 or interrupt.requested:
                     save()
                 interrupt.stop_if_requested(log, state_file)
             # end of epoch: dev loss, keep the best, stop early when it stops improving
-            dl = dev_loss(net, objective, dev_items, cfg.batch_size * 2, autocast, device)
-            st["dev"].append(dl)
-            if dl < st["best_dev"]:
-                st["best_dev"], st["best"], st["bad_epochs"] = dl, trainable_state(net), 0
+            dl = dev_loss(net, objective, dev_items, cfg.batch_size * 2, bf16_autocast, device)
+            st.dev.append(dl)
+            if dl < st.best_dev:
+                st.best_dev, st.best, st.bad_epochs = dl, trainable_state(net), 0
             else:
-                st["bad_epochs"] += 1
+                st.bad_epochs += 1
             if master:
-                log({"epoch": st["epoch"], "step": st["step"], "dev_loss": dl})
-                bar.write(f"epoch {st['epoch']}: dev loss {dl:.4f}")
-            st["epoch"] += 1
-            st["batch"] = 0
+                log({"epoch": st.epoch, "step": st.step, "dev_loss": dl})
+                bar.write(f"epoch {st.epoch}: dev loss {dl:.4f}")
+            st.epoch += 1
+            st.batch = 0
             save()
             interrupt.stop_if_requested(log, state_file)
     bar.close()
-    if st["best"] is not None:
-        net.load_state_dict(st["best"], strict=False)
-    return {"steps": st["step"], "epochs_run": st["epoch"], "train_seconds": round(st["elapsed"], 1),
-            "train_tokens": st["tokens"], "dev_loss": st["dev"], "best_dev_loss": st["best_dev"],
-            "tokens_per_second": round(st["tokens"] / max(st["elapsed"], 1e-9))}
+    if st.best is not None:
+        net.load_state_dict(st.best, strict=False)
+    return {"steps": st.step, "epochs_run": st.epoch, "train_seconds": round(st.elapsed, 1),
+            "train_tokens": st.tokens, "dev_loss": st.dev, "best_dev_loss": st.best_dev,
+            "tokens_per_second": round(st.tokens / max(st.elapsed, 1e-9))}
 
 
-def resume(net: nn.Module, opt, state_file: Path, device, log) -> dict:
+def resume(net: nn.Module, opt, state_file: Path, device, log) -> Progress:
     """The training progress saved in `state_file` (restoring the weights, optimizer and RNG it holds), or a
     fresh start's; a `JsonLog` keeps only the lines logged up to that point."""
-    st = {"epoch": 0, "batch": 0, "step": 0, "elapsed": 0.0, "tokens": 0, "best_dev": math.inf,
-          "best": None, "bad_epochs": 0, "dev": []}
+    st = Progress()
     if state_file.exists():
         try:
             saved = load_state(state_file, device)
@@ -243,8 +269,8 @@ def resume(net: nn.Module, opt, state_file: Path, device, log) -> dict:
         net.load_state_dict(saved["trainable"], strict=False)
         opt.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"].cpu())
-        st = saved["progress"]
-        log(f"resuming {state_file.parent.name} at epoch {st['epoch']}, batch {st['batch']} (step {st['step']})")
+        st = Progress(**saved["progress"])
+        log(f"resuming {state_file.parent.name} at epoch {st.epoch}, batch {st.batch} (step {st.step})")
     if isinstance(log, JsonLog):
         log.rewind(st)
     return st
@@ -268,19 +294,19 @@ class JsonLog:
         with open(self.path, "a") as f:
             f.write(json.dumps(item) + "\n")
 
-    def rewind(self, progress: dict) -> None:
+    def rewind(self, progress: Progress) -> None:
         if not self.master or not self.path.exists():
             return
         kept = [line + "\n" for line in self.path.read_text().splitlines() if logged_before(line, progress)]
         atomic_write(self.path, lambda t: Path(t).write_text("".join(kept)))
 
 
-def logged_before(line: str, progress: dict) -> bool:
+def logged_before(line: str, progress: Progress) -> bool:
     """Whether a log line belongs to the training history up to `progress` (a saved state's)."""
     try:
         item = json.loads(line)
         if "dev_loss" in item:  # logged at the end of its epoch; the state saved after it counts the epoch done
-            return item["epoch"] < progress["epoch"]
-        return item["step"] <= progress["step"]
+            return item["epoch"] < progress.epoch
+        return item["step"] <= progress.step
     except (json.JSONDecodeError, KeyError, TypeError):  # e.g. a line cut short by a kill
         return False

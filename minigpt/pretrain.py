@@ -36,6 +36,7 @@ from .config import GPTConfig
 from .datadir import find_data
 from .model import GPT
 from .optim import adamw
+from .runtime import autocast, evaluating
 from .mixture import Mixture, Source, split_files, unigram_loss, val_windows
 from .tokenizer import load_tokenizer
 from .weights import CheckpointError, atomic_write, load_state
@@ -70,16 +71,14 @@ EVAL_BATCH = 16  # windows per evaluation batch: their fp32 logits (16 x 512 x 5
 @torch.no_grad()
 def evaluate(model: GPT, windows: torch.Tensor, batch: int, device, autocast) -> float:
     """Mean next-token loss (nats) over the fixed validation windows (the model's mode is restored)."""
-    was = model.training
-    model.eval()
     total, count = 0.0, 0
-    for i in range(0, len(windows), batch):
-        w = windows[i:i + batch].to(device)
-        with autocast():
-            logits = model(w[:, :-1])
-        total += F.cross_entropy(logits.float().flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
-        count += w[:, 1:].numel()
-    model.train(was)
+    with evaluating(model):
+        for i in range(0, len(windows), batch):
+            w = windows[i:i + batch].to(device)
+            with autocast():
+                logits = model(w[:, :-1])
+            total += F.cross_entropy(logits.float().flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
+            count += w[:, 1:].numel()
     return total / count
 
 
@@ -89,12 +88,6 @@ def lr_at(step: int, progress: float, lr: float, warmup_steps: int, min_ratio: f
     `progress` in [0, 1] (fraction of the step or time budget)."""
     warm = min(1.0, (step + 1) / max(1, warmup_steps))
     return lr * warm * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def autocast_for(device: torch.device, bf16: bool):
-    if not bf16:
-        return nullcontext
-    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def positive(kind):
@@ -278,8 +271,8 @@ def main(argv=None) -> dict:
     gen = np.random.default_rng(args.seed + 1000 * rank)
     if rng_state is not None:  # continue the window sampling exactly where it stopped
         gen.bit_generator.state = rng_state
-    autocast = autocast_for(device, args.bf16)
-    train_loss, ddp_model = compiled_loss(model, args, mixture, device, autocast, ddp)
+    bf16_autocast = autocast(device, args.bf16)
+    train_loss, ddp_model = compiled_loss(model, args, mixture, device, bf16_autocast, ddp)
     windows = {s.name: val_windows(s.val, args.block_size, args.eval_windows) for s in mixture.sources}
     tokens_per_step = args.batch_size * args.grad_accum * args.block_size * world
 
@@ -298,7 +291,7 @@ def main(argv=None) -> dict:
             atomic_write(state_file, lambda t: torch.save(st, t))
 
     def log_eval() -> float:
-        by_source = {name: evaluate(model, w, EVAL_BATCH, device, autocast) for name, w in windows.items()}
+        by_source = {name: evaluate(model, w, EVAL_BATCH, device, bf16_autocast) for name, w in windows.items()}
         vl = float(sum(w * by_source[s.name] for s, w in zip(mixture.sources, mixture.weights)))
         log.append({"step": step, "tokens": tokens_seen, "elapsed": round(elapsed, 1), "val_loss": vl,
                     "val_loss_by_source": by_source})
@@ -322,7 +315,7 @@ def main(argv=None) -> dict:
                 x, y = mixture.batch(args.batch_size, gen, device)
                 last_micro = micro == args.grad_accum - 1
                 sync = nullcontext() if (not ddp or last_micro) else ddp_model.no_sync()
-                with sync, autocast():
+                with sync, bf16_autocast():
                     loss = train_loss(x, y) / args.grad_accum
                 loss.backward()
                 loss_sum += loss.item()
