@@ -14,7 +14,7 @@ Sides. Training (AdamW with fused=True on both sides, as transformers' Trainer b
 PrefixTuner called as a user would, `net(input_ids=ids, labels=labels).loss` (logits only at the target
 positions, a chunk of rows at a time; experiments/train.py uses the same loss); in bf16 the frozen base is stored in bf16 (`GPT.from_pretrained(...,
 dtype=torch.bfloat16)`) and the prefix stays fp32; on CPU its frozen linear layers run on oneDNN
-(minigpt/linear.py) and its GELU, attention softmax and loss run as compiled kernels (minigpt/kernels.py).
+(minigpt/fast/linear.py) and its GELU, attention softmax and loss run as compiled kernels (minigpt/fast/kernels.py).
 `ours_autocast` = fp32 weights under bf16 autocast,
 the recipe `peft` gets: PeftModel(GPT2LMHeadModel) with `labels` (-100 = ignored). Decoding: `ours` =
 PrefixTuner.generate; `hf` = GPT2LMHeadModel.generate with PEFT's prefix passed as a pre-filled cache
@@ -47,7 +47,7 @@ import peft  # noqa: E402
 import transformers  # noqa: E402
 
 from bench.sections import write_section  # noqa: E402
-import minigpt.linear  # noqa: E402
+from minigpt import fast  # noqa: E402
 from minigpt import GPT, IGNORE, GPTConfig  # noqa: E402
 from minigpt.weights import atomic_write  # noqa: E402
 from minigpt.config import PRESETS  # noqa: E402
@@ -96,8 +96,8 @@ def build(side: str, s: dict, device: str):
     kw = dict(num_virtual_tokens=PREFIX_LEN, prefix_projection=s.get("projection", False), encoder_hidden_size=HIDDEN)
     torch.manual_seed(1)
     if side.startswith("ours"):
-        net = PrefixTuner(GPT.from_pretrained(checkpoint(s["model"], device), dtype=dtype, device=device),
-                          PrefixConfig(**kw))
+        base = fast.enable(GPT.from_pretrained(checkpoint(s["model"], device), dtype=dtype, device=device))
+        net = PrefixTuner(base, PrefixConfig(**kw))
     else:
         base = transformers.GPT2LMHeadModel.from_pretrained(checkpoint(s["model"], device), dtype=dtype).to(device)
         net = peft.get_peft_model(base, peft.PrefixTuningConfig(task_type="CAUSAL_LM", **kw))
@@ -184,12 +184,8 @@ def flops(side, net, opt, s, data, new) -> int:
     """Matmul/attention FLOPs of one step, as counted by torch.utils.flop_counter (which counts aten's
     matmuls: our oneDNN linear layers are switched off while counting; they do the same arithmetic)."""
     from torch.utils.flop_counter import FlopCounterMode
-    enabled, minigpt.linear.ENABLED = minigpt.linear.ENABLED, False
-    try:
-        with FlopCounterMode(display=False) as fc:
-            run(side, net, opt, s, data, new)
-    finally:
-        minigpt.linear.ENABLED = enabled
+    with fast.switches(onednn=False), FlopCounterMode(display=False) as fc:
+        run(side, net, opt, s, data, new)
     return fc.get_total_flops()
 
 
@@ -271,11 +267,11 @@ def cpu_memory(s: dict, cfg: dict) -> dict[str, float]:
 
 def matmul_peak(dtype: torch.dtype, device: str) -> float:
     """Measured GFLOP/s of an n^3 matmul (median of 5); on CPU the faster of PyTorch's two matmul
-    libraries: MKL (`a @ b`) and oneDNN (`minigpt.linear.linear`, b frozen)."""
+    libraries: MKL (`a @ b`) and oneDNN (`minigpt.fast.linear.linear`, b frozen)."""
     n = 8192 if device == "cuda" else 4096
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     best = 0.0
-    for f in [lambda: a @ b] + ([lambda: minigpt.linear.linear(a, b)] if device == "cpu" else []):
+    for f in [lambda: a @ b] + ([lambda: fast.linear.linear(a, b)] if device == "cpu" else []):
         ts = []
         for _ in range(7):
             sync(device)

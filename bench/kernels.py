@@ -1,4 +1,4 @@
-"""The fused CPU training kernels (minigpt/kernels.py) against the eager PyTorch they replace, at gpt2's
+"""The fused CPU training kernels (minigpt/fast/kernels.py) against the eager PyTorch they replace, at gpt2's
 shapes in bf16, and a whole gpt2 bf16 training step with the kernels off and on; then that step three
 ways: plain eager PyTorch, the transformer body under `torch.compile`, and ours. Writes two tables into
 bench/RESULTS.md (between the KERNELS markers).
@@ -8,10 +8,10 @@ bench/RESULTS.md (between the KERNELS markers).
 
 Each kernel row is the forward and backward of one layer's tensor (what a training step runs); the loss
 row is the whole chunked loss of a batch, its matmuls included; the step row is bench.bench's gpt2 bf16
-training step. The two settings alternate in one process (`minigpt.kernels.ENABLED` off and on);
+training step. The two settings alternate in one process (`fast.switches(compiled_kernels=...)` off and on);
 medians of 7. In the second table the three forms of the step alternate the same way; the two
-PyTorch-only forms run with both of our CPU fast paths off (`minigpt.linear.ENABLED`,
-`minigpt.kernels.ENABLED`), so that their matmuls are PyTorch's own (MKL) and their elementwise work is
+PyTorch-only forms run with both of our CPU fast paths off (`fast.switches(onednn=False,
+compiled_kernels=False)`), so that their matmuls are PyTorch's own (MKL) and their elementwise work is
 eager or inductor's, and the compiled form compiles `PrefixTuner.hidden_states` (default mode, static
 shapes) with the loss outside it, as in the others. A last row replays the matmuls of one of ours'
 steps alone (recorded with a TorchDispatchMode: the same ops on the same operands in the same order),
@@ -28,10 +28,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.bench import FULL, batch, build, run
 from bench.linear import C, V, median_ms, publish
-import minigpt.linear as fast_linear
-from minigpt import kernels
+from minigpt import fast
 from minigpt.attention import causal_mask
-from minigpt.model import ChunkedCrossEntropy
+from minigpt.fast import kernels
+from minigpt.fast.loss import ChunkedCrossEntropy
 
 BF16 = torch.bfloat16
 B, T, H, P = FULL["batch"], FULL["seq"], 12, 10  # batch 8 x 128 tokens, 12 heads, prefix length 10
@@ -75,8 +75,8 @@ def cases() -> list[tuple[str, callable]]:
 
 def switched(fn, on: bool):
     def call():
-        kernels.ENABLED = on
-        fn()
+        with fast.switches(compiled_kernels=on):
+            fn()
     return call
 
 
@@ -89,9 +89,9 @@ def step_forms() -> tuple[list[tuple[str, callable]], callable]:
 
     def form(body, linear_on: bool, kernels_on: bool):
         def step():
-            fast_linear.ENABLED, kernels.ENABLED = linear_on, kernels_on
-            loss = net.model.target_loss(body(ids), labels)
-            loss.backward()
+            with fast.switches(onednn=linear_on, compiled_kernels=kernels_on):
+                loss = net.model.target_loss(body(ids), labels)
+                loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
         return step
@@ -136,26 +136,22 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--no-write", action="store_true", help="print the table, leave bench/RESULTS.md alone")
     args = ap.parse_args(argv)
-    enabled, linear_enabled = kernels.ENABLED, fast_linear.ENABLED
-    if not (enabled and linear_enabled):
+    if not (kernels.ENABLED and fast.linear.ENABLED):
         raise SystemExit("a CPU fast path is off (MINIGPT_COMPILE=0 or MINIGPT_ONEDNN=0): nothing to compare")
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16, "
              f"{time.strftime('%Y-%m-%d %H:%M')}; command: `python -m bench.kernels`", "",
              "| what | eager ms | with the kernels ms | speed-up |", "|---|---|---|---|"]
-    try:
-        for label, fn in cases():
-            ms = median_ms(dict(eager=switched(fn, False), kernels=switched(fn, True)))
-            lines.append(f"| {label} | {ms['eager']:.2f} | {ms['kernels']:.2f} | **{ms['eager'] / ms['kernels']:.2f}×** |")
-        forms, ours_eager = step_forms()
-        ms = median_ms(dict(forms))
-        base = ms[forms[0][0]]
-        lines += ["", "| gpt2 bf16 training step, loss on all tokens | ms | speed-up over eager |", "|---|---|---|"]
-        lines += [f"| {label} | {ms[label]:.1f} | **{base / ms[label]:.2f}×** |" for label, _ in forms]
-        n, floor = matmuls_alone(ours_eager)
-        lines.append(f"| ours' matmuls alone ({n} calls replayed: {100 * floor / ms[forms[-1][0]]:.0f}% of ours' "
-                     f"step) | {floor:.1f} | **{base / floor:.2f}×** |")
-    finally:
-        kernels.ENABLED, fast_linear.ENABLED = enabled, linear_enabled
+    for label, fn in cases():
+        ms = median_ms(dict(eager=switched(fn, False), kernels=switched(fn, True)))
+        lines.append(f"| {label} | {ms['eager']:.2f} | {ms['kernels']:.2f} | **{ms['eager'] / ms['kernels']:.2f}×** |")
+    forms, ours_eager = step_forms()
+    ms = median_ms(dict(forms))
+    base = ms[forms[0][0]]
+    lines += ["", "| gpt2 bf16 training step, loss on all tokens | ms | speed-up over eager |", "|---|---|---|"]
+    lines += [f"| {label} | {ms[label]:.1f} | **{base / ms[label]:.2f}×** |" for label, _ in forms]
+    n, floor = matmuls_alone(ours_eager)
+    lines.append(f"| ours' matmuls alone ({n} calls replayed: {100 * floor / ms[forms[-1][0]]:.0f}% of ours' "
+                 f"step) | {floor:.1f} | **{base / floor:.2f}×** |")
     if kernels._broken:
         raise SystemExit("compiling the kernels failed here: nothing to compare")
     publish("KERNELS", lines, write=not args.no_write)

@@ -1,5 +1,5 @@
 """GPT-2's frozen linear layers on CPU: PyTorch's default path (`F.linear`, MKL) against ours
-(`minigpt.linear`, oneDNN; bf16 weights packed once), for the products a training step and a decoding
+(`minigpt.fast.linear`, oneDNN; bf16 weights packed once), for the products a training step and a decoding
 step make. Writes a table into bench/RESULTS.md (between the LINEAR markers).
 
     python -m bench.linear              # gpt2 shapes, both precisions (about a minute)
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.sections import write_section
-import minigpt.linear as fast
+from minigpt.fast import linear as fast
 
 ROOT = Path(__file__).resolve().parent.parent
 C, V, LAYERS = 768, 50257, 12
@@ -80,7 +80,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-write", action="store_true", help="print the table, leave bench/RESULTS.md alone")
     args = ap.parse_args(argv)
     x = torch.zeros(2, C)
-    if not fast.fast(x, torch.zeros(C, C)):
+    if not fast.applies(x, torch.zeros(C, C)):
         raise SystemExit("the oneDNN path is off here (no oneDNN in this PyTorch build, or MINIGPT_ONEDNN=0)")
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d %H:%M')}; "
              "command: `python -m bench.linear`", "",

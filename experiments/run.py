@@ -24,7 +24,8 @@ from typing import NamedTuple
 import torch
 
 from minigpt import EOT, GPT, load_tokenizer
-from minigpt.allocator import keep_freed_memory
+from minigpt import fast
+from minigpt.fast.allocator import keep_freed_memory
 from minigpt.runtime import rank_and_world
 from minigpt.weights import CheckpointError, atomic_write
 from prefix import PrefixConfig, PrefixTuner
@@ -62,7 +63,8 @@ def load_base(cfg: ExperimentConfig) -> GPT:
         model = GPT(model.config)
     # a frozen base needs no fp32 copy: bf16 weights make every matmul cheaper (the prefix stays fp32)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device, dtype=getattr(torch, cfg.model_dtype))
+    # the speed layer (minigpt/fast): the same model, faster on CPU; plain PyTorch where it does not apply
+    return fast.enable(model.to(device, dtype=getattr(torch, cfg.model_dtype)))
 
 
 def build_net(cfg: ExperimentConfig, base: GPT, enc):
@@ -305,5 +307,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    keep_freed_memory()  # a training process: reuse freed memory across steps (minigpt/allocator.py)
+    keep_freed_memory()  # a training process: reuse freed memory across steps (minigpt/fast/allocator.py)
     main()

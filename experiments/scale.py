@@ -285,6 +285,12 @@ def e2e_slot_errors(predictions: Path) -> float | None:
     return corpus_slot_errors(outputs, tables)["slot_error_rate"] if len(outputs) == len(tables) else None
 
 
+def mean_of(values: list) -> float | None:
+    """The mean of the values that were recorded (None if none was)."""
+    known = [v for v in values if v is not None]
+    return statistics.mean(known) if known else None
+
+
 def collect(plan: dict, out: Path) -> dict:
     """Every finished run, and per (size, task, method) the lr chosen on mean best dev loss (over the seeds
     that every lr has); its test scores over all of its seeds are reported."""
@@ -317,12 +323,15 @@ def collect(plan: dict, out: Path) -> dict:
             lr = min(finite, key=lambda k: statistics.mean(r["best_dev_loss"] for r in finite[k]
                                                            if not common or r["seed"] in common))
             scores = [r["score"] for r in finite[lr]]
+            spent = [(r["metrics"].get("train_tokens"), r["metrics"].get("train_seconds")) for r in finite[lr]]
             sers = [r["slot_error_rate"] for r in finite[lr] if r.get("slot_error_rate") is not None]
             table.append({"size": size["name"], "task": ev["task"], "method": ev["method"],
                           "non_embedding_params": (pre or {}).get("non_embedding_parameters"),
                           "chosen_lr": lr, "lrs_tried": sorted(by_lr), "n": len(scores),
                           "mean": statistics.mean(scores), "sd": statistics.stdev(scores) if len(scores) > 1 else None,
                           "scores": scores, "dev_loss": statistics.mean(r["best_dev_loss"] for r in finite[lr]),
+                          "train_tokens": mean_of([t for t, _ in spent]),
+                          "train_seconds": mean_of([sec for _, sec in spent]),
                           "slot_error_rate": statistics.mean(sers) if sers else None,
                           "dev_loss_by_lr": {fmt_lr(k): statistics.mean(r["best_dev_loss"] for r in v)
                                              for k, v in finite.items()}})
@@ -425,11 +434,33 @@ def markdown(result: dict, out: Path) -> str:
             lines += ["", "Slot errors: table values missing from the output plus values it adds, per table slot "
                       f"(experiments/slots.py; each table's first human reference scores {refs:.1f}% with this "
                       "simple matcher)."]
+    lines += compute_table(result)
     lines += ["", "## Every run", "", "| run | best dev loss | test score | train s |", "|---|---|---|---|"]
     for r in result["runs"]:
         lines.append(f"| {eval_name({'name': r['size']}, r, r['lr'], r['seed'])} | {r['best_dev_loss']:.3f} | "
                      f"{r['score']:.1f} | {r['metrics'].get('train_seconds', float('nan')):.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def compute_table(result: dict) -> list[str]:
+    """Per model, task and method: the tokens and seconds of making the model (its own pretraining,
+    continued pretraining or adaptation run; none for a given checkpoint) and of training on the task (the
+    mean over the chosen lr's seeds), and their sum."""
+    made = {m["name"]: m for m in result.get("models", [])}
+    lines = ["", "## Compute per arm", "",
+             "Tokens through the model and wall-clock seconds on the machine that ran each job (see the runs' "
+             "`metrics.json`): making the model (for an adapted model, the adaptation run alone; a given "
+             "checkpoint counts none) plus training on the task (mean over the chosen lr's seeds).", "",
+             "| model | task | method | making the model: tokens, s | task training: tokens, s | total s |",
+             "|---|---|---|---|---|---|"]
+    for r in result["table"]:
+        m = made.get(r["size"])
+        making = (0, 0.0) if m is None or m.get("given") else (m["tokens_seen"], m["train_seconds"])
+        if r.get("train_tokens") is None or r.get("train_seconds") is None:
+            continue
+        lines.append(f"| {r['size']} | {r['task']} | {r['method']} | {making[0] / 1e6:.2f}M, {making[1]:.0f} | "
+                     f"{r['train_tokens'] / 1e6:.2f}M, {r['train_seconds']:.0f} | {making[1] + r['train_seconds']:.0f} |")
+    return lines
 
 
 def model_summary(size: dict, folder: Path) -> dict | None:
@@ -445,7 +476,8 @@ def model_summary(size: dict, folder: Path) -> dict | None:
     return {"name": size["name"], "non_embedding_parameters": non_embedding, "parameters": m["parameters"],
             "tokens_seen": m["tokens_seen"], "train_seconds": m["train_seconds"],
             "val_loss_by_source": m.get("val_loss_by_source") or {"validation": m["val_loss"]}, "gpu": m.get("gpu"),
-            "adapted_on": json.loads(adapted.read_text())["tasks"] if adapted.exists() else None}
+            "adapted_on": json.loads(adapted.read_text())["tasks"] if adapted.exists() else None,
+            "given": bool(size.get("checkpoint"))}  # an existing checkpoint: the plan did not make it
 
 
 def bars(result: dict, path: Path) -> None:

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minigpt import IGNORE
-from minigpt.optim import adamw
+from minigpt.fast.optim import adamw
 from minigpt.runtime import autocast, evaluating, rank_and_world
 from minigpt.weights import CheckpointError, atomic_write, load_state
 

@@ -6,4 +6,6 @@ from .tokenizer import EOT, load_tokenizer
 from .weights import CheckpointError
 
 __all__ = ["GPT", "GPTConfig", "IGNORE", "LMOutput", "KVCache", "CheckpointError", "EOT", "causal_mask",
-           "load_tokenizer"]
+           "load_tokenizer", "fast"]
+
+from . import fast  # noqa: E402  (the speed layer: fast.enable(model))

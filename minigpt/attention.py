@@ -12,9 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from . import kernels
 from .config import GPTConfig
-from .linear import Linear
 
 PrefixKV = tuple[torch.Tensor, torch.Tensor]
 
@@ -31,23 +29,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     """Causal attention for q (B, H, Tq, Dh), k and v (B, H, Tk, Dh), Tk >= Tq; returns (B, H, Tq, Dh).
 
     Query i sees keys j <= i + (Tk - Tq): the diagonal sits bottom-right, behind the prefix and past keys.
-    `mask` (bool, True = may attend), if given, replaces that rule (padded batches). Runs
-    `F.scaled_dot_product_attention` (with `is_causal` when Tq = Tk, with no mask for a single query),
-    except in bf16 on CPU, where PyTorch's fused kernel is 2-3x slower than two matmuls at GPT-2 sizes
-    (bench/RESULTS.md): there it is two matmuls around `kernels.softmax` (scaling, mask and softmax in
-    one fp32 pass, rounded to bf16 once), as in transformers' eager attention.
+    `mask` (bool, True = may attend), if given, replaces that rule (padded batches).
     """
     tq, tk = q.shape[2], k.shape[2]
     if mask is None and 1 < tq < tk:
         mask = causal_mask(tq, tk, q.device)  # (Tq, Tk)
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout_p == 0.0:
-        if mask is None and tq > 1:
-            mask = causal_mask(tq, tk, q.device)
-        scores = q @ k.transpose(-1, -2)  # (B, H, Tq, Tk)
-        bias = None  # additive mask: 0 where a key may be seen, -inf elsewhere; (B or 1, 1, Tq, Tk)
-        if mask is not None:
-            bias = torch.zeros(mask.shape, device=q.device).masked_fill(~mask, float("-inf")).view(-1, 1, tq, tk)
-        return kernels.softmax(scores, bias, q.shape[-1] ** -0.5) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq > 1,
                                           dropout_p=dropout_p)
 
@@ -88,7 +74,8 @@ class KVCache:
         """Write this step's (B, H, T, Dh) keys/values; return all keys/values of the layer so far."""
         start, end = self.fill[layer], self.fill[layer] + k.shape[2]
         if end > self.k[layer].shape[2]:
-            raise ValueError(f"KV cache is full: it was sized for {self.k[layer].shape[2] - self.prefix_len[layer]} tokens")
+            size = self.k[layer].shape[2] - self.prefix_len[layer]
+            raise ValueError(f"KV cache is full: it was sized for {size} tokens")
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
         self.fill[layer] = end
@@ -119,9 +106,10 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.layer_idx = layer_idx
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd)
-        self.c_proj = Linear(config.n_embd, config.n_embd)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.dropout = config.dropout
+        self.attend = attend  # the attention function (`fast.enable` swaps in its own)
 
     def forward(self, x: torch.Tensor, *, prefix: PrefixKV | None = None,
                 key_padding: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
@@ -150,5 +138,5 @@ class CausalSelfAttention(nn.Module):
             mask = causal_mask(tq, tk, q.device)[None] & keys[:, None, :]  # (B, Tq, Tk)
             mask = mask | ~mask.any(-1, keepdim=True)  # a padding query with no key: let it see all (ignored)
             mask = mask[:, None]  # (B, 1, Tq, Tk)
-        y = attend(q, k, v, mask, dropout_p=self.dropout if self.training else 0.0)
+        y = self.attend(q, k, v, mask, dropout_p=self.dropout if self.training else 0.0)
         return self.c_proj(rearrange(y, "b h t d -> b t (h d)"))

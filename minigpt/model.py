@@ -6,13 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
 from .attention import CausalSelfAttention, KVCache, PrefixKV
 from .config import GPTConfig
 from .generate import generate
-from .linear import Linear, linear, matmul
 from .weights import load_pretrained, save_pretrained
 
 
@@ -27,75 +26,26 @@ class LMOutput:
     logits: torch.Tensor | None = None
 
 
-class ChunkedCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of the logits `hidden @ weight.T` against `targets`, computed `chunk` rows at
-    a time: the (N, vocab) logits never exist whole. The gradient (softmax minus one-hot, times weight)
-    is computed on the way when autograd will need it; backward only scales it."""
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU, the tanh approximation."""
+    return F.gelu(x, approximate="tanh")
 
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk: int, grad_enabled: bool):
-        need_h, need_w = (grad_enabled and n for n in ctx.needs_input_grad[:2])
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight) if need_w else None
-        total = hidden.new_zeros((), dtype=torch.float32)
-        # Every chunk reuses the same (chunk, V) buffers: a fresh allocation of this size is new memory
-        # each time, and on CPU first touching new memory costs as much as the arithmetic.
-        bufs: dict[str, torch.Tensor] = {}
-        want = need_h or need_w
 
-        def buf(name: str, dtype: torch.dtype, n: int) -> torch.Tensor:  # n rows of the named buffer
-            if name not in bufs:
-                bufs[name] = hidden.new_empty((min(chunk, hidden.shape[0]), weight.shape[0]), dtype=dtype)
-            return bufs[name][:n]
-
-        for i in range(0, hidden.shape[0], chunk):
-            h, t = hidden[i:i + chunk], targets[i:i + chunk]  # (n, C), (n,)
-            n = len(t)
-            logits = linear(h, weight)  # (n, V); bf16 with a bf16 model or under autocast
-            loss = None
-            if want and kernels.usable(logits):  # CPU training: one fused pass (minigpt/kernels.py)
-                g = buf("grad", logits.dtype, n)
-                loss = kernels.cross_entropy(logits, t, g)
-            if loss is None:  # elsewhere: eager, in fp32
-                loss, g = ChunkedCrossEntropy.eager(logits, t, want, buf)
-            del logits  # freed before the next chunk's are made, so that they reuse its memory
-            total += loss.sum()
-            if need_h:
-                grad_h[i:i + chunk] = matmul(g, weight)
-            if need_w:
-                grad_w += g.t() @ h
-        ctx.save_for_backward(grad_h, grad_w)
-        return total
-
-    @staticmethod
-    def eager(logits, t, derivative: bool, buf) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-row losses (n,) of one chunk and, if `derivative`, d loss / d logits in the logits' dtype."""
-        n, low = len(t), logits.dtype
-        if low != torch.float32:  # the softmax runs in fp32
-            logits = buf("fp32 logits", torch.float32, n).copy_(logits)
-        logp = torch.log_softmax(logits, -1, out=buf("logp", torch.float32, n))  # (n, V)
-        loss = -logp.gather(1, t[:, None]).squeeze(1)
-        if not derivative:
-            return loss, None
-        g = logp.exp_()  # softmax, in place: (n, V)
-        g[torch.arange(n, device=t.device), t] -= 1  # d loss / d logits
-        return loss, g if low == torch.float32 else buf("grad", low, n).copy_(g)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad_h, grad_w = ctx.saved_tensors
-        return (None if grad_h is None else grad_h * grad.to(grad_h.dtype),
-                None if grad_w is None else grad_w * grad.to(grad_w.dtype), None, None, None)
+def cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                  reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the logits `hidden @ weight.T` (N, vocab), in fp32, against `targets` (N,)."""
+    return F.cross_entropy(F.linear(hidden, weight).float(), targets, reduction=reduction)
 
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd)
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.act = gelu  # (`fast.enable` swaps in a fused kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(kernels.gelu(self.c_fc(x)))  # GPT-2's GELU is the tanh form
+        return self.c_proj(self.act(self.c_fc(x)))
 
 
 class Block(nn.Module):
@@ -134,8 +84,9 @@ class GPT(nn.Module):
             h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
         ))
-        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        self.cross_entropy = cross_entropy  # the loss of `loss` (`fast.enable` swaps in a chunked one)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
             if name.endswith("c_proj.weight"):
@@ -248,19 +199,13 @@ class GPT(nn.Module):
             raise ValueError(f"labels hold ids outside the vocabulary [0, {V}) other than IGNORE ({IGNORE})")
         return self.loss(hidden[:, :-1][keep], target[keep], reduction=reduction)
 
-    def loss(self, hidden: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean",
-             chunk: int = 128) -> torch.Tensor:
-        """Next-token cross-entropy of final hidden states `hidden` (N, C) against `targets` (N,).
-
-        Pass only the rows that have a target (`h[keep]`): logits are computed nowhere else. Equals
-        `F.cross_entropy(self.lm_head(hidden).float(), targets, reduction=reduction)`, but `chunk` rows
-        at a time with the gradient computed on the way, so the (N, vocab) logits are never stored: less
-        memory, and on CPU less time (bench/RESULTS.md).
-        """
+    def loss(self, hidden: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+        """Next-token cross-entropy of final hidden states `hidden` (N, C) against `targets` (N,):
+        `F.cross_entropy(self.lm_head(hidden).float(), targets)`. Pass only the rows that have a target
+        (`h[keep]`): logits are computed nowhere else."""
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction={reduction!r}; use 'mean' or 'sum'")
-        total = ChunkedCrossEntropy.apply(hidden, self.lm_head.weight, targets, chunk, torch.is_grad_enabled())
-        return total / targets.shape[0] if reduction == "mean" else total
+        return self.cross_entropy(hidden, self.lm_head.weight, targets, reduction=reduction)
 
     def layer_kv(self, input_ids: torch.Tensor | None = None, *, inputs_embeds: torch.Tensor | None = None,
                  position_offset: int = 0) -> list[PrefixKV]:

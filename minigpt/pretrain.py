@@ -31,11 +31,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .allocator import keep_freed_memory
+from . import fast
+from .fast.allocator import keep_freed_memory
 from .config import GPTConfig
 from .datadir import find_data
 from .model import GPT
-from .optim import adamw
+from .fast.optim import adamw
 from .runtime import autocast, evaluating
 from .mixture import Mixture, Source, split_files, unigram_loss, val_windows
 from .tokenizer import load_tokenizer
@@ -220,7 +221,7 @@ def build_model(args, device) -> GPT:
     else:
         model = GPT(GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                               n_positions=args.block_size, dropout=args.dropout))
-    return model.to(device)
+    return fast.enable(model.to(device))  # the fused CPU kernels (fall back to plain PyTorch elsewhere)
 
 
 def main(argv=None) -> dict:
@@ -417,5 +418,5 @@ def slice_loss(model: GPT, corpus: Path, *, files: int = 4, chars: int = 20_000,
 
 
 if __name__ == "__main__":
-    keep_freed_memory()  # a training process: reuse freed memory across steps (minigpt/allocator.py)
+    keep_freed_memory()  # a training process: reuse freed memory across steps (minigpt/fast/allocator.py)
     main()

@@ -8,7 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = """
 import resource, sys, torch
-from minigpt.allocator import keep_freed_memory
+from minigpt.fast.allocator import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def step():  # page faults of a step-like pattern: activations made, used, then all freed

@@ -1,4 +1,4 @@
-"""The fused CPU kernels (minigpt/kernels.py) compute what their definitions say, checked against fp64,
+"""The fused CPU kernels (minigpt/fast/kernels.py) compute what their definitions say, checked against fp64,
 and the model trains the same prefix with them as without them (bench/ measures speed; no timings here)."""
 import warnings
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt import GPT, GPTConfig, kernels
+from minigpt import GPT, GPTConfig, fast
+from minigpt.fast import kernels
 from minigpt.attention import causal_mask
 from prefix import PrefixConfig, PrefixTuner
 
@@ -29,7 +30,7 @@ def compiled():
 def test_gelu_and_its_gradient_match_fp64(compiled, dtype):
     g = torch.Generator().manual_seed(0)
     h = (3 * torch.randn(64, 600, generator=g)).to(dtype).requires_grad_()  # 38,400 >= MIN_NUMEL
-    assert kernels.usable(h)
+    assert kernels.applies(h)
     dy = torch.randn(64, 600, generator=g).to(dtype)
     y = kernels.gelu(h)
     (dh,) = torch.autograd.grad(y, h, dy)
@@ -55,7 +56,7 @@ def test_attention_softmax_and_its_gradient_match_fp64(compiled, dtype, padded):
         mask = mask | ~mask.any(-1, keepdim=True)
     bias = torch.zeros(mask.shape).masked_fill(~mask, float("-inf")).view(-1, 1, tq, tk)
     scores = (4 * torch.randn(2, 12, tq, tk, generator=g)).to(dtype).requires_grad_()
-    assert kernels.usable(scores)
+    assert kernels.applies(scores)
     dp = torch.randn(2, 12, tq, tk, generator=g).to(dtype)
     p = kernels.softmax(scores, bias, 0.125)
     (ds,) = torch.autograd.grad(p, scores, dp)
@@ -73,7 +74,7 @@ def test_cross_entropy_chunk_and_its_gradient_match_fp64(compiled, dtype):
     g = torch.Generator().manual_seed(0)
     logits = (3 * torch.randn(7, 5003, generator=g)).to(dtype)
     t = torch.tensor([0, 5002, 17, 17, 4000, 1, 2500])
-    assert kernels.usable(logits)
+    assert kernels.applies(logits)
     grad = torch.full_like(logits, float("nan"))
     loss = kernels.cross_entropy(logits, t, grad)
     logp = torch.log_softmax(logits.double(), -1)
@@ -87,12 +88,12 @@ def test_cross_entropy_chunk_and_its_gradient_match_fp64(compiled, dtype):
 
 def test_small_or_disabled_inputs_run_eager(monkeypatch):
     h = torch.randn(4, 96)  # a decoding step's size: below MIN_NUMEL
-    assert not kernels.usable(h) and torch.equal(kernels.gelu(h), F.gelu(h, approximate="tanh"))
+    assert not kernels.applies(h) and torch.equal(kernels.gelu(h), F.gelu(h, approximate="tanh"))
     small = torch.randn(3, 11)
     assert kernels.cross_entropy(small, torch.tensor([1, 2, 3]), torch.empty_like(small)) is None  # caller's eager code
     big = torch.randn(64, 600)
     monkeypatch.setattr(kernels, "ENABLED", False)  # MINIGPT_COMPILE=0
-    assert not kernels.usable(big) and torch.equal(kernels.gelu(big), F.gelu(big, approximate="tanh"))
+    assert not kernels.applies(big) and torch.equal(kernels.gelu(big), F.gelu(big, approximate="tanh"))
 
 
 def test_a_failed_compile_warns_once_and_falls_back(monkeypatch):
@@ -133,9 +134,9 @@ def test_prefix_trains_the_same_with_and_without_kernels(compiled, monkeypatch, 
     for enabled in (False, True):
         monkeypatch.setattr(kernels, "ENABLED", enabled)
         torch.manual_seed(0)
-        tuner = PrefixTuner(GPT.from_pretrained(tiny_dir, dtype=dtype), PrefixConfig(4, depth=depth))
+        tuner = PrefixTuner(fast.enable(GPT.from_pretrained(tiny_dir, dtype=dtype)), PrefixConfig(4, depth=depth))
         h = tuner.hidden_states(x, attention_mask=mask if padded else None)
-        loss = tuner.model.loss(h[:, :-1][mask[:, 1:].bool()], target, chunk=16)
+        loss = tuner.model.loss(h[:, :-1][mask[:, 1:].bool()], target)
         loss.backward()
         results.append((loss.detach(), tuner.encoder.embedding.weight.grad))
     (l0, g0), (l1, g1) = results
@@ -151,7 +152,7 @@ def test_a_compiled_model_traces_the_plain_operations(compiled, monkeypatch):
     """Inside a model that is itself compiled, the kernels step aside; loss and gradients are unchanged."""
     monkeypatch.setattr(kernels, "MIN_NUMEL", 0)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=101, n_positions=64, n_embd=32, n_layer=2, n_head=4, dropout=0.0))
+    model = fast.enable(GPT(GPTConfig(vocab_size=101, n_positions=64, n_embd=32, n_layer=2, n_head=4, dropout=0.0)))
     x = torch.randint(0, 101, (2, 16))
 
     def loss(x):

@@ -6,8 +6,8 @@ import torch
 import transformers
 from transformers import DynamicCache
 
-from minigpt import GPT, GPTConfig
-from minigpt.linear import fast
+from minigpt import GPT, GPTConfig, fast
+from minigpt.fast.linear import applies
 from conftest import ONEDNN, hf_model
 
 
@@ -28,12 +28,14 @@ def test_logits_match_reference_tiny(tmp_path, fmt):
         assert (ours(x) - hf(x).logits).abs().max() <= 1e-4
 
 
-@pytest.mark.parametrize("frozen", [False, True])  # frozen: the oneDNN linear layers (minigpt/linear.py)
+@pytest.mark.parametrize("frozen", [False, True])  # frozen + the speed layer: oneDNN linear layers (minigpt/fast)
 def test_logits_match_reference_gpt2_small_shape(tmp_path, frozen):
     hf = hf_model(seed=2, vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
     hf.save_pretrained(tmp_path)
     ours = GPT.from_pretrained(tmp_path).eval().requires_grad_(not frozen)
-    assert fast(torch.zeros(1, 768), ours.lm_head.weight) == (frozen and ONEDNN)
+    if frozen:
+        fast.enable(ours)
+    assert applies(torch.zeros(1, 768), ours.lm_head.weight) == (frozen and ONEDNN)
     assert ours.config == GPTConfig.from_name("gpt2", dropout=ours.config.dropout)
     x = torch.randint(0, 50257, (2, 24))
     with torch.no_grad():

@@ -1,7 +1,7 @@
-"""minigpt.optim.adamw: PyTorch's fused AdamW where it runs, the same update as the unfused one."""
+"""minigpt.fast.optim.adamw: PyTorch's fused AdamW where it runs, the same update as the unfused one."""
 import torch
 
-from minigpt.optim import adamw
+from minigpt.fast.optim import adamw
 
 
 def test_fused_on_cpu_and_equal_to_the_unfused_update():

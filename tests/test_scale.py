@@ -125,3 +125,16 @@ def test_later_seeds_can_run_only_at_the_lr_the_first_seed_chose_on_dev(tmp_path
     status = {j.name: j.status for j in run_jobs(list(jobs.values()), tmp_path, 1, None, poll=0.1)}
     assert status["s-e2e-prefix-lr0.003-seed1"] == status["s-e2e-prefix-lr0.003-seed2"] == "not needed"
     assert status["s-e2e-prefix-lr0.001-seed1"] == "done"
+
+
+def test_the_report_adds_what_making_a_model_cost_to_its_task_training(tmp_path):
+    from experiments.scale import compute_table
+    result = {"models": [{"name": "none", "given": True, "tokens_seen": 9e9, "train_seconds": 9e5},
+                         {"name": "shared", "given": False, "tokens_seen": 600_000, "train_seconds": 300.0}],
+              "table": [{"size": "none", "task": "e2e", "method": "prefix", "train_tokens": 2_000_000,
+                         "train_seconds": 400.0},
+                        {"size": "shared", "task": "e2e", "method": "prefix", "train_tokens": 2_000_000,
+                         "train_seconds": 410.0}]}
+    rows = [line for line in compute_table(result) if line.startswith("| none") or line.startswith("| shared")]
+    assert rows == ["| none | e2e | prefix | 0.00M, 0 | 2.00M, 400 | 400 |",  # a given checkpoint costs nothing here
+                    "| shared | e2e | prefix | 0.60M, 300 | 2.00M, 410 | 710 |"]

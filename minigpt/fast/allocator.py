@@ -4,10 +4,10 @@ A training step allocates its activations and frees them in the backward pass; t
 the same sizes again. glibc's malloc returns large freed blocks to the system (blocks above its mmap
 threshold, 128 KB at first and raised up to 32 MB as such blocks are freed, and a free heap top above
 twice that), and memory fresh from the system costs a page fault per 4 KB when first touched, every
-step. `keep_freed_memory()` asks malloc to keep such memory for reuse instead: on a 2-core CPU it made
-`make experiment`'s training 7-16% faster. The training commands (`experiments.run`,
-`minigpt.pretrain`) call it; the library itself never changes process-wide settings, and bench/ leaves
-it off (it would speed up the reference implementation too: bench/RESULTS.md).
+step. `keep_freed_memory()` asks malloc to keep such memory for reuse instead (bench/RESULTS.md has the
+gain). The training commands (`experiments.run`, `minigpt.pretrain`) call it; the library itself never
+changes process-wide settings, and bench/ leaves it off (it would speed up the reference implementation
+too: bench/RESULTS.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`Linear`: `nn.Linear` with a CPU fast path for frozen weights (the whole base model in prefix-tuning).
+"""`FastLinear`: `nn.Linear` with a CPU fast path for frozen weights (the whole base model in prefix-tuning).
 
 On CPU, `F.linear` runs on MKL, which on some processors (AMD among them) reaches well under half of the
 fp32 matmul throughput that oneDNN, PyTorch's other CPU matmul library, gets from the same cores, and
@@ -45,7 +45,7 @@ def _onednn(dtype: torch.dtype) -> bool:
         return False
 
 
-def fast(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
+def applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
     """Whether `linear(x, weight, bias)` takes the oneDNN path (see the module docstring)."""
     return (ENABLED and not weight.requires_grad and x.device.type == "cpu" and weight.device.type == "cpu"
             and x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16) and x.dim() >= 2
@@ -93,9 +93,9 @@ class _FrozenLinear(torch.autograd.Function):
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)`: x (..., in), weight (out, in) -> (..., out); oneDNN when `fast`, with
-    a bf16 weight packed (1.1-2x faster: bench/RESULTS.md)."""
-    if not fast(x, weight, bias):
+    """`F.linear(x, weight, bias)`: x (..., in), weight (out, in) -> (..., out); oneDNN when `applies`, with
+    a bf16 weight packed (bench/RESULTS.md)."""
+    if not applies(x, weight, bias):
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and x.requires_grad:
         return _FrozenLinear.apply(x, weight, bias)
@@ -104,17 +104,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 def matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """`x @ weight`: x (..., out), weight (out, in) -> (..., in), the product that carries a linear
-    layer's gradient to its input; oneDNN when `fast`, a bf16 weight packed for this product too (a second
-    packed copy, made on the first backward): 1.4x for the output layer in the loss, 1.03-1.08x for the
-    blocks' layers, 2% of a gpt2 bf16 training step (bench/RESULTS.md). Meant for use inside a backward;
-    an input that autograd tracks gets the plain, differentiable product (oneDNN's op has no derivative,
-    and called with autograd watching it also runs 10-5000x slower)."""
-    if fast(x, weight) and not (torch.is_grad_enabled() and x.requires_grad):
+    layer's gradient to its input; oneDNN when `applies`, a bf16 weight packed for this product too (a
+    second packed copy, made on the first backward; bench/RESULTS.md). Meant for use inside a backward; an
+    input that autograd tracks gets the plain, differentiable product (oneDNN's op has no derivative, and
+    called with autograd watching it is also much slower)."""
+    if applies(x, weight) and not (torch.is_grad_enabled() and x.requires_grad):
         return _mm(x, weight, None, transposed=True)
     return x @ weight
 
 
-class Linear(nn.Linear):
+class FastLinear(nn.Linear):
     """`nn.Linear` (same parameters, same state dict) whose forward is `linear`: fast when frozen on CPU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Fused CPU kernels for the elementwise parts of a training step, generated once by `torch.compile`.
 
-On CPU the matmuls of a step already run at about the machine's peak (minigpt/linear.py). What remains
+On CPU the matmuls of a step already run at about the machine's peak (fast/linear.py). What remains
 is elementwise work, which eager PyTorch does one operation (one pass over memory) at a time, and some
 of it slowly: GPT-2's tanh GELU costs 6x the exact one, because `tanh` is slow. Each kernel here is one
 function that inductor (`torch.compile`'s compiler) turns into one loop nest:
@@ -41,7 +41,7 @@ _COMPILED: dict[Callable, Callable] = {}
 _broken = False  # set when compiling failed: eager from then on
 
 
-def usable(x: torch.Tensor) -> bool:
+def applies(x: torch.Tensor) -> bool:
     """Whether a kernel runs for input `x` (see the module docstring)."""
     return (ENABLED and not _broken and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
             and x.numel() >= MIN_NUMEL
@@ -99,7 +99,7 @@ class _Gelu(torch.autograd.Function):
 
 def gelu(h: torch.Tensor) -> torch.Tensor:
     """GPT-2's GELU (the tanh form), `F.gelu(h, approximate="tanh")`."""
-    if torch.is_grad_enabled() and h.requires_grad and usable(h):
+    if torch.is_grad_enabled() and h.requires_grad and applies(h):
         return _Gelu.apply(h.reshape(-1)).view(h.shape)  # flat: one shape for the compiler, whatever h's
     return F.gelu(h, approximate="tanh")
 
@@ -147,7 +147,7 @@ def softmax(scores: torch.Tensor, bias: torch.Tensor | None, scale: float) -> to
     """Attention weights `softmax(scores * scale + bias)` over the last dim. scores (B, H, Tq, Tk); bias
     (0 = may attend, -inf = masked) (B or 1, 1, Tq, Tk), or None. Every row must keep a key.
     (An additive mask, not a boolean one: the compiled kernel is 2.5x faster with it.)"""
-    if torch.is_grad_enabled() and scores.requires_grad and usable(scores):
+    if torch.is_grad_enabled() and scores.requires_grad and applies(scores):
         return _Softmax.apply(scores, bias, scale)
     return _eager_softmax(scores, bias, scale)
 
@@ -173,4 +173,4 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, grad_out: torch.T
     """Per-row cross-entropy (n,), in fp32, of logits (n, V) against targets (n,) in [0, V), and its
     gradient with respect to the logits (softmax minus one-hot), written into `grad_out` (n, V). None
     where the kernel does not run: the caller's eager code does the work."""
-    return _run(_cross_entropy_and_gradient, logits, targets, grad_out) if usable(logits) else None
+    return _run(_cross_entropy_and_gradient, logits, targets, grad_out) if applies(logits) else None

@@ -15,8 +15,7 @@ def adamw(params, **kwargs) -> torch.optim.AdamW:
     """`torch.optim.AdamW(params, **kwargs)`, fused when `fusable`; `params` as AdamW takes them (tensors or
     parameter groups).
 
-    The same update up to rounding, in one pass over each parameter instead of about ten: on a 2-core CPU
-    an AdamW step over the 9.4M parameters of the paper's prefix MLP on gpt2 takes 4.6 ms instead of 31
+    The same update up to rounding, in one pass over each parameter instead of about ten
     (bench/RESULTS.md). transformers' `Trainer` makes the same choice by default (`adamw_torch_fused`).
     """
     params = list(params)
