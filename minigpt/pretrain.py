@@ -22,7 +22,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -224,8 +226,44 @@ def build_model(args, device) -> GPT:
     return fast.enable(model.to(device))  # the fused CPU kernels (fall back to plain PyTorch elsewhere)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+@dataclass
+class Pretraining:
+    """One pretraining run: its settings, data, model, optimizer, and where it is (saved in train_state.pt)."""
+    args: argparse.Namespace
+    out: Path
+    ddp: bool
+    rank: int
+    world: int
+    device: torch.device
+    mixture: Mixture
+    model: GPT
+    opt: torch.optim.Optimizer
+    gen: np.random.Generator  # draws the training windows
+    windows: dict  # source name -> fixed validation windows
+    bf16_autocast: Callable
+    train_loss: Callable = None  # (x, y) -> loss; compiled when --compile
+    ddp_model: torch.nn.Module | None = None
+    step: int = 0
+    elapsed: float = 0.0  # training seconds (evaluation and saving not counted)
+    tokens_seen: int = 0
+    log: list = field(default_factory=list)
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def state_file(self) -> Path:
+        return self.out / "train_state.pt"
+
+    def progress(self) -> float:
+        """Fraction of the budget (seconds or steps) spent."""
+        a = self.args
+        return self.elapsed / a.max_seconds if a.max_seconds else self.step / a.max_steps
+
+
+def setup(args: argparse.Namespace) -> Pretraining:
+    """Check the output folder, read the sources, build the model and optimizer; resume with --resume."""
     try:
         out = check_out_dir(args)
     except CheckpointError as e:
@@ -235,158 +273,183 @@ def main(argv=None) -> dict:
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     ddp, rank, world, device = setup_device(args)
-    master = rank == 0
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     if ddp:  # process 0 tokenizes; the others read its cache
-        import torch.distributed as dist
-        if master:
+        if rank == 0:
             [s.load(Path(args.cache_dir)) for s in sources]
-        dist.barrier()
+        torch.distributed.barrier()
     try:
         mixture = Mixture([s.load(Path(args.cache_dir)) for s in sources], args.block_size)
     except (FileNotFoundError, ValueError) as e:  # a missing, malformed or too short corpus
         raise SystemExit(f"error: {e}") from None
-    if master:
+    if rank == 0:
         for d in mixture.describe():
             print(f"source {d['name']}: weight {d['weight']:.3f}, {d['train_tokens']:,} training tokens "
                   f"({d['train_files']} files), {d['val_tokens']:,} validation tokens")
-
     model = build_model(args, device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = adamw([{"params": decay, "weight_decay": args.weight_decay},
                  {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
-    state_file = out / "train_state.pt"
-    step, elapsed, tokens_seen, log, rng_state = 0, 0.0, 0, [], None
+    run = Pretraining(args, out, ddp, rank, world, device, mixture, model, opt,
+                      gen=np.random.default_rng(args.seed + 1000 * rank),
+                      windows={s.name: val_windows(s.val, args.block_size, args.eval_windows) for s in mixture.sources},
+                      bf16_autocast=autocast(device, args.bf16))
     if args.resume:
-        st = load_state(state_file, device)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        step, elapsed, tokens_seen, log = st["step"], st["elapsed"], st["tokens_seen"], st["log"]
-        rng_state = st["rng"][rank] if rank < len(st["rng"]) else None
-        torch.set_rng_state(st["torch_rng"])
-        if master:
-            print(f"resumed from {state_file} at step {step} ({elapsed:.0f}s, {tokens_seen:,} tokens)")
-    gen = np.random.default_rng(args.seed + 1000 * rank)
-    if rng_state is not None:  # continue the window sampling exactly where it stopped
-        gen.bit_generator.state = rng_state
-    bf16_autocast = autocast(device, args.bf16)
-    train_loss, ddp_model = compiled_loss(model, args, mixture, device, bf16_autocast, ddp)
-    windows = {s.name: val_windows(s.val, args.block_size, args.eval_windows) for s in mixture.sources}
-    tokens_per_step = args.batch_size * args.grad_accum * args.block_size * world
+        resume(run)
+    run.train_loss, run.ddp_model = compiled_loss(model, args, mixture, device, run.bf16_autocast, ddp)
+    return run
 
-    def progress() -> float:
-        return elapsed / args.max_seconds if args.max_seconds else step / args.max_steps
 
-    def save_state():
-        states = [gen.bit_generator.state]
-        if ddp:  # every rank's sampler state, so a resumed DDP run continues each stream
-            states = [None] * world
-            dist.all_gather_object(states, gen.bit_generator.state)
-        if master:
-            st = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
-                  "tokens_seen": tokens_seen, "log": log, "args": vars(args), "rng": states,
-                  "torch_rng": torch.get_rng_state()}
-            atomic_write(state_file, lambda t: torch.save(st, t))
+def resume(run: Pretraining) -> None:
+    """Restore the model, optimizer, counters and random streams of `run.state_file`."""
+    st = load_state(run.state_file, run.device)
+    run.model.load_state_dict(st["model"])
+    run.opt.load_state_dict(st["optimizer"])
+    run.step, run.elapsed, run.tokens_seen, run.log = st["step"], st["elapsed"], st["tokens_seen"], st["log"]
+    if run.rank < len(st["rng"]) and st["rng"][run.rank] is not None:  # window sampling continues exactly
+        run.gen.bit_generator.state = st["rng"][run.rank]
+    torch.set_rng_state(st["torch_rng"])
+    if run.master:
+        print(f"resumed from {run.state_file} at step {run.step} ({run.elapsed:.0f}s, {run.tokens_seen:,} tokens)")
 
-    def log_eval() -> float:
-        by_source = {name: evaluate(model, w, EVAL_BATCH, device, bf16_autocast) for name, w in windows.items()}
-        vl = float(sum(w * by_source[s.name] for s, w in zip(mixture.sources, mixture.weights)))
-        log.append({"step": step, "tokens": tokens_seen, "elapsed": round(elapsed, 1), "val_loss": vl,
+
+def save_state(run: Pretraining) -> None:
+    """Write train_state.pt atomically (every rank's window sampler state, so a resumed DDP run continues)."""
+    states = [run.gen.bit_generator.state]
+    if run.ddp:
+        states = [None] * run.world
+        torch.distributed.all_gather_object(states, run.gen.bit_generator.state)
+    if run.master:
+        st = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
+              "elapsed": run.elapsed, "tokens_seen": run.tokens_seen, "log": run.log, "args": vars(run.args),
+              "rng": states, "torch_rng": torch.get_rng_state()}
+        atomic_write(run.state_file, lambda t: torch.save(st, t))
+
+
+def log_eval(run: Pretraining) -> float:
+    """Held-out loss per source and their weighted mean, appended to the log; returns the mean."""
+    by_source = {name: evaluate(run.model, w, EVAL_BATCH, run.device, run.bf16_autocast)
+                 for name, w in run.windows.items()}
+    vl = float(sum(w * by_source[s.name] for s, w in zip(run.mixture.sources, run.mixture.weights)))
+    run.log.append({"step": run.step, "tokens": run.tokens_seen, "elapsed": round(run.elapsed, 1), "val_loss": vl,
                     "val_loss_by_source": by_source})
-        return vl
+    return vl
 
-    out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=args.max_steps if not args.max_seconds else None, initial=step, disable=not master,
+
+def train_step(run: Pretraining) -> tuple[float, float, float]:
+    """One optimizer step (with gradient accumulation); returns (loss, lr, gradient norm)."""
+    a = run.args
+    lr = lr_at(run.step, run.progress(), a.lr, a.warmup_steps, a.min_lr_ratio)
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    loss_sum = 0.0
+    for micro in range(a.grad_accum):
+        x, y = run.mixture.batch(a.batch_size, run.gen, run.device)
+        last_micro = micro == a.grad_accum - 1
+        sync = nullcontext() if (not run.ddp or last_micro) else run.ddp_model.no_sync()
+        with sync, run.bf16_autocast():
+            loss = run.train_loss(x, y) / a.grad_accum
+        loss.backward()
+        loss_sum += loss.item()
+    if not math.isfinite(loss_sum):
+        raise SystemExit(f"the training loss became {loss_sum} at step {run.step + 1} (lr {lr:.2e}); nothing "
+                         f"was saved past the last checkpoint in {run.out}. Lower --lr or --max-seconds")
+    gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), a.grad_clip)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    return loss_sum, lr, float(gnorm)
+
+
+def train(run: Pretraining) -> bool:
+    """Steps until the budget is spent (or --stop-after-steps), with evaluations, checkpoints and a progress
+    bar; Ctrl-C saves the state and stops. Returns whether it stopped before the budget was spent."""
+    a = run.args
+    tokens_per_step = a.batch_size * a.grad_accum * a.block_size * run.world
+    bar = tqdm(total=a.max_steps if not a.max_seconds else None, initial=run.step, disable=not run.master,
                unit="step", dynamic_ncols=True)
-    if step == 0 and master:
-        log_eval()
-    model.train()
+    if run.step == 0 and run.master:
+        log_eval(run)
+    run.model.train()
     last = time.perf_counter()
-    stop_at = step + args.stop_after_steps if args.stop_after_steps else None
+    stop_at = run.step + a.stop_after_steps if a.stop_after_steps else None
     try:
-        while progress() < 1.0 and (args.max_seconds or step < args.max_steps) and step != stop_at:
-            lr = lr_at(step, progress(), args.lr, args.warmup_steps, args.min_lr_ratio)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss_sum = 0.0
-            for micro in range(args.grad_accum):
-                x, y = mixture.batch(args.batch_size, gen, device)
-                last_micro = micro == args.grad_accum - 1
-                sync = nullcontext() if (not ddp or last_micro) else ddp_model.no_sync()
-                with sync, bf16_autocast():
-                    loss = train_loss(x, y) / args.grad_accum
-                loss.backward()
-                loss_sum += loss.item()
-            if not math.isfinite(loss_sum):
-                raise SystemExit(f"the training loss became {loss_sum} at step {step + 1} (lr {lr:.2e}); nothing "
-                                 f"was saved past the last checkpoint in {out}. Lower --lr or --max-seconds")
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += tokens_per_step
+        while run.progress() < 1.0 and (a.max_seconds or run.step < a.max_steps) and run.step != stop_at:
+            loss, lr, gnorm = train_step(run)
+            run.step += 1
+            run.tokens_seen += tokens_per_step
             now = time.perf_counter()
-            elapsed += now - last
+            run.elapsed += now - last
             last = now
-            if master:
+            if run.master:
                 bar.update(1)
-                left = {"left": f"{max(0.0, args.max_seconds - elapsed) / 60:.1f}min"} if args.max_seconds else {}
-                bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}",
-                                tok_s=f"{tokens_seen / max(elapsed, 1e-9):,.0f}", **left)  # a time budget's ETA
-                if step % 10 == 0:
-                    log.append({"step": step, "tokens": tokens_seen, "elapsed": round(elapsed, 1),
-                                "train_loss": loss_sum, "lr": lr, "grad_norm": float(gnorm)})
-            if step % args.eval_interval == 0 and master:
-                vl = log_eval()
-                bar.write(f"step {step}: val loss {vl:.4f} (ppl {math.exp(vl):.1f}), {tokens_seen:,} tokens, "
-                          f"{elapsed:.0f}s")
+                left = {"left": f"{max(0.0, a.max_seconds - run.elapsed) / 60:.1f}min"} if a.max_seconds else {}
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}",
+                                tok_s=f"{run.tokens_seen / max(run.elapsed, 1e-9):,.0f}", **left)  # a budget's ETA
+                if run.step % 10 == 0:
+                    run.log.append({"step": run.step, "tokens": run.tokens_seen, "elapsed": round(run.elapsed, 1),
+                                    "train_loss": loss, "lr": lr, "grad_norm": gnorm})
+            if run.step % a.eval_interval == 0 and run.master:
+                vl = log_eval(run)
+                bar.write(f"step {run.step}: val loss {vl:.4f} (ppl {math.exp(vl):.1f}), {run.tokens_seen:,} "
+                          f"tokens, {run.elapsed:.0f}s")
                 last = time.perf_counter()  # evaluation time is not training time
-            if step % args.ckpt_interval == 0:
-                save_state()
+            if run.step % a.ckpt_interval == 0:
+                save_state(run)
                 last = time.perf_counter()
     except KeyboardInterrupt:
-        save_state()
+        save_state(run)
         bar.close()
-        raise SystemExit(f"interrupted at step {step}: saved {state_file}; continue with --resume") from None
+        raise SystemExit(f"interrupted at step {run.step}: saved {run.state_file}; continue with --resume") from None
     bar.close()
-    save_state()
-    if step == stop_at and progress() < 1.0:
-        if master:
-            print(f"stopped after step {step}; continue with --resume")
-        if ddp:
-            dist.destroy_process_group()
-        return {}
+    save_state(run)
+    return run.step == stop_at and run.progress() < 1.0
+
+
+def finish(run: Pretraining) -> dict:
+    """The final evaluation, the model, pretrain_metrics.json and pretrain_log.jsonl (process 0)."""
+    model, args, mixture = run.model, run.args, run.mixture
+    vl = log_eval(run)
+    model.save_pretrained(str(run.out), dtype=getattr(torch, args.save_dtype))
+    by_source = run.log[-1]["val_loss_by_source"]
+    sources = mixture.describe()
+    for d, s in zip(sources, mixture.sources):  # describe() keeps the sources' order
+        d["val_loss"] = by_source[d["name"]]
+        d["unigram_val_loss"] = unigram_loss(s.train, s.val)
+    result = {"val_loss": vl, "val_ppl": math.exp(vl),
+              "unigram_val_loss": float(sum(d["weight"] * d["unigram_val_loss"] for d in sources)),
+              "val_loss_by_source": by_source, "sources": sources,
+              "steps": run.step, "tokens_seen": run.tokens_seen, "train_seconds": round(run.elapsed, 1),
+              "tokens_per_second": round(run.tokens_seen / max(run.elapsed, 1e-9)),
+              "parameters": model.num_parameters(), "non_embedding_parameters": non_embedding_params(model),
+              "config": vars(args), "device": str(run.device),
+              "gpu": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else None,
+              "torch": torch.__version__, "world_size": run.world,
+              "train_tokens": int(sum(d["train_tokens"] for d in sources)),
+              "val_tokens": int(sum(d["val_tokens"] for d in sources)),
+              "eval_windows": int(sum(len(w) for w in run.windows.values()))}
+    result["unigram_val_ppl"] = math.exp(result["unigram_val_loss"])
+    atomic_write(run.out / "pretrain_metrics.json", lambda t: Path(t).write_text(json.dumps(result, indent=2)))
+    atomic_write(run.out / "pretrain_log.jsonl",
+                 lambda t: Path(t).write_text("".join(json.dumps(r) + "\n" for r in run.log)))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("config", "sources")}, indent=2))
+    return result
+
+
+def main(argv=None) -> dict:
+    run = setup(parse_args(argv))
+    run.out.mkdir(parents=True, exist_ok=True)
+    stopped_early = train(run)
     result = {}
-    if master:
-        vl = log_eval()
-        model.save_pretrained(str(out), dtype=getattr(torch, args.save_dtype))
-        by_source = log[-1]["val_loss_by_source"]
-        sources = mixture.describe()
-        for d, s in zip(sources, mixture.sources):  # describe() keeps the sources' order
-            d["val_loss"] = by_source[d["name"]]
-            d["unigram_val_loss"] = unigram_loss(s.train, s.val)
-        result = {"val_loss": vl, "val_ppl": math.exp(vl),
-                  "unigram_val_loss": float(sum(d["weight"] * d["unigram_val_loss"] for d in sources)),
-                  "val_loss_by_source": by_source, "sources": sources,
-                  "steps": step, "tokens_seen": tokens_seen, "train_seconds": round(elapsed, 1),
-                  "tokens_per_second": round(tokens_seen / max(elapsed, 1e-9)),
-                  "parameters": model.num_parameters(), "non_embedding_parameters": non_embedding_params(model),
-                  "config": vars(args), "device": str(device),
-                  "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                  "torch": torch.__version__, "world_size": world,
-                  "train_tokens": int(sum(d["train_tokens"] for d in sources)),
-                  "val_tokens": int(sum(d["val_tokens"] for d in sources)),
-                  "eval_windows": int(sum(len(w) for w in windows.values()))}
-        result["unigram_val_ppl"] = math.exp(result["unigram_val_loss"])
-        atomic_write(out / "pretrain_metrics.json", lambda t: Path(t).write_text(json.dumps(result, indent=2)))
-        atomic_write(out / "pretrain_log.jsonl",
-                     lambda t: Path(t).write_text("".join(json.dumps(r) + "\n" for r in log)))
-        print(json.dumps({k: v for k, v in result.items() if k not in ("config", "sources")}, indent=2))
-    if ddp:
-        dist.destroy_process_group()
+    if stopped_early:
+        if run.master:
+            print(f"stopped after step {run.step}; continue with --resume")
+    elif run.master:
+        result = finish(run)
+    if run.ddp:
+        torch.distributed.destroy_process_group()
     return result
 
 
