@@ -298,11 +298,16 @@ def parse_cli(argv: list[str]) -> ExperimentConfig:
         raise SystemExit(0)
     files, overrides = [], {}
     try:
-        for a in argv:
-            if a.startswith("--"):
-                if "=" not in a:
-                    raise ConfigError(f"write overrides as --key=value, got {shown(a)}")
-                k, v = a[2:].split("=", 1)
+        args = list(argv)
+        while args:
+            a = args.pop(0)
+            if a.startswith("--"):  # --key=value or --key value, as pretraining's options; - or _ in keys
+                if "=" in a:
+                    k, v = a[2:].split("=", 1)
+                elif args and not args[0].startswith("--"):
+                    k, v = a[2:], args.pop(0)
+                else:
+                    raise ConfigError(f"{shown(a)} has no value: write --key=value or --key value")
                 overrides[k.replace("-", "_")] = v  # text: parsed by the setting's type
             else:
                 files.append(a)

@@ -358,3 +358,12 @@ def test_every_setting_has_a_help_line_and_help_prints_them(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert all(f"--{f.name}=" in out for f in fields(ExperimentConfig)) and "LEN (prefix_len), default 10" in out
+
+
+def test_options_take_either_command_line_style():
+    """--key=value or --key value, with - or _ in the key, as pretraining's options; a key with no value is an error."""
+    a = parse_cli(["--prefix_len=7", "--max-train", "50", "--lr", "0.002", "--bf16=false"])
+    b = parse_cli(["--prefix-len", "7", "--max_train=50", "--lr=0.002", "--bf16", "false"])
+    assert a == b and a.prefix_len == 7 and a.max_train == 50 and a.lr == 0.002 and a.bf16 is False
+    with pytest.raises(SystemExit, match="has no value"):
+        parse_cli(["--lr", "--seed=1"])
