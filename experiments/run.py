@@ -119,7 +119,7 @@ COMMIT = git_commit()  # the code this process runs, even if the checkout moves 
 
 def cpu_name() -> str | None:
     """The CPU's model name ('AMD EPYC ...', 'Intel(R) Xeon(R) ...'; None where /proc/cpuinfo is not) and
-    whether it has AMX (bf16 matrix units: bf16 training about 2x faster), which timings depend on."""
+    whether it has AMX (bf16 matrix units, which speed up bf16 training), which timings depend on."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:

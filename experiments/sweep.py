@@ -4,7 +4,7 @@
     make ablation
 
 --jobs=N runs N runs at a time, each with cpu_count/N threads and its output in <runs_dir>/<run>.out (two
-single-threaded runs get ~15% more done per hour than one two-threaded run on a 2-core machine).
+single-threaded runs get more done per hour than one two-threaded run on a 2-core machine: experiments/README.md).
 
 length:    prefix length {1, 2, 5, 10, 20, 40}, every layer, MLP
 depth:     embedding-only (lr EMBEDDING_LR) vs every layer at lengths {1, 10, 20}

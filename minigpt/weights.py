@@ -3,7 +3,7 @@
 HF's GPT-2 stores its four projection matrices as `Conv1D` weights shaped (in, out); `nn.Linear` keeps
 (out, in), so exactly these four are transposed on the way in and out. Loaded, they are made contiguous
 (row-major (out, in), one tensor at a time): a transposed view would do the same arithmetic, but on CPU
-the forward product is up to 15% slower with it, and packing it for oneDNN needs a copy anyway. Every
+the forward product is slower with it, and packing it for oneDNN needs a copy anyway. Every
 tensor is copied out of the file (`owned_copy`), so that the file's mapping is released after loading.
 `lm_head.weight` is tied to `wte.weight` and not stored.
 """

@@ -2,7 +2,7 @@
 
 On CPU the matmuls of a step already run at about the machine's peak (fast/linear.py). What remains
 is elementwise work, which eager PyTorch does one operation (one pass over memory) at a time, and some
-of it slowly: GPT-2's tanh GELU costs 6x the exact one, because `tanh` is slow. Each kernel here is one
+of it slowly: GPT-2's tanh GELU costs several times the exact one, because `tanh` is slow. Each kernel is one
 function that inductor (`torch.compile`'s compiler) turns into one loop nest:
 
 - `gelu(h)`: GPT-2's GELU, 0.5·h·(1 + tanh u) with u = sqrt(2/π)(h + 0.044715h³), computed as the equal
@@ -146,7 +146,7 @@ class _Softmax(torch.autograd.Function):
 def softmax(scores: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:
     """Attention weights `softmax(scores * scale + bias)` over the last dim. scores (B, H, Tq, Tk); bias
     (0 = may attend, -inf = masked) (B or 1, 1, Tq, Tk), or None. Every row must keep a key.
-    (An additive mask, not a boolean one: the compiled kernel is 2.5x faster with it.)"""
+    (An additive mask, not a boolean one: the compiled kernel is faster with it.)"""
     if torch.is_grad_enabled() and scores.requires_grad and applies(scores):
         return _Softmax.apply(scores, bias, scale)
     return _eager_softmax(scores, bias, scale)
