@@ -43,7 +43,7 @@ bench: $(VENV)/.test
 	$(PY) -m bench.bench $(ARGS)
 
 pretrain: $(VENV)/.runtime
-	$(PY) -m minigpt.pretrain $(ARGS)
+	$(PY) -m minigpt.pretraining $(ARGS)
 
 # The scale curve (experiments/configs/scale.json): pretrain a family of models, prefix-tune and fine-tune
 # each; a GPU job (about 9 minutes on one H200). ARGS e.g. "--deadline 600 --jobs 8".

@@ -49,7 +49,7 @@ import transformers  # noqa: E402
 from bench.sections import write_section  # noqa: E402
 from minigpt import fast  # noqa: E402
 from minigpt import GPT, IGNORE, GPTConfig  # noqa: E402
-from minigpt.weights import atomic_write  # noqa: E402
+from minigpt.io import atomic_write  # noqa: E402
 from minigpt.config import PRESETS  # noqa: E402
 from prefix import PrefixConfig, PrefixTuner  # noqa: E402
 

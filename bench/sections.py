@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minigpt.weights import atomic_write
+from minigpt.io import atomic_write
 
 
 def write_section(md: Path, name: str, text: str) -> None:

@@ -4,7 +4,7 @@
     python -m experiments.adapt --tasks e2e,webnlg,sst2 --tokens 600000       # shared by the tasks
     python -m experiments.run --model=experiments/adapted/<name> ...          # then train on it
 
-Continues the base model's language-model training (`minigpt.pretrain --init-from`) on the *target side*
+Continues the base model's language-model training (`minigpt.pretraining --init-from`) on the *target side*
 of the chosen tasks' training sets only: the E2E and WebNLG references and the SST-2 sentences, never
 their tables, labels, dev or test splits. Each task's text is one source of the mixture (weighted by its
 size, or equally with --equal-weights); its last 10% of tokens is held out for the validation loss. The
@@ -25,7 +25,7 @@ import platform
 import sys
 from pathlib import Path
 
-from minigpt.weights import atomic_write
+from minigpt.io import atomic_write
 
 from .data import load_e2e, load_sst2, load_webnlg
 
@@ -115,8 +115,8 @@ def pretrain_argv(args, out: Path, sources: dict[str, Path]) -> list[str]:
 def main(argv=None) -> Path:
     cli = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(cli)
-    from minigpt.model_card import main as write_card
-    from minigpt.pretrain import main as pretrain
+    from minigpt.pretraining.model_card import main as write_card
+    from minigpt.pretraining import main as pretrain
 
     out = Path(args.out) if args.out else default_out(args)
     sources = {t: export_texts(t, Path(args.cache_dir) / "text", args.data_dir) for t in args.tasks}
@@ -128,7 +128,7 @@ def main(argv=None) -> Path:
              f"targets of {', '.join(args.tasks)} (the texts only: no tables, labels, dev or test data), each task "
              "one source; each source's last 10% of tokens is held out as its validation text. Made by "
              f"`python -m experiments.adapt {' '.join(cli)}`.")
-    write_card([str(out), "--command", "python -m minigpt.pretrain " + " ".join(train_argv), "--hardware",
+    write_card([str(out), "--command", "python -m minigpt.pretraining " + " ".join(train_argv), "--hardware",
                 result["gpu"] or cpu_name(), "--notes", notes])
     record = {"base": args.model, "tasks": args.tasks, "tokens": args.tokens, "sources": result["sources"],
               "train_seconds": result["train_seconds"], "tokens_seen": result["tokens_seen"]}

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from minigpt.weights import atomic_write  # noqa: E402
+from minigpt.io import atomic_write  # noqa: E402
 
 from .config import BOOKKEEPING, REFERENCE, default_values  # noqa: E402
 

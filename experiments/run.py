@@ -27,7 +27,7 @@ from minigpt import EOT, GPT, load_tokenizer
 from minigpt import fast
 from minigpt.fast.allocator import keep_freed_memory
 from minigpt.runtime import rank_and_world
-from minigpt.weights import CheckpointError, atomic_write
+from minigpt.io import CheckpointError, atomic_write
 from prefix import PrefixConfig, PrefixTuner
 
 from .config import REFERENCE, ExperimentConfig, parse_cli

@@ -13,7 +13,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from minigpt.weights import WEIGHT_FILES, atomic_write
+from minigpt.io import atomic_write
+from minigpt.weights import WEIGHT_FILES
 
 from .config import BOOKKEEPING, REFERENCE, ConfigError, ExperimentConfig, default_values, read_json
 from .data import REMOTES, dataset_dir, listing_sha256

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from minigpt.weights import atomic_write
+from minigpt.io import atomic_write
 
 PLAN = Path(__file__).parent / "configs" / "scale.json"
 
@@ -118,7 +118,7 @@ def plan_jobs(plan: dict, out: Path, py: str = sys.executable) -> list[Job]:
             jobs.append(Job(f"adapt-{size['name']}", cmd, model_dir(out, size) / "adaptation.json",
                             estimate=size.get("seconds", 600)))
             continue
-        cmd = [py, "-m", "minigpt.pretrain", "--out", str(model_dir(out, size)), "--lr", str(size["lr"]),
+        cmd = [py, "-m", "minigpt.pretraining", "--out", str(model_dir(out, size)), "--lr", str(size["lr"]),
                "--max-seconds", str(size["seconds"])]
         if size.get("init_from"):  # continued pretraining: the checkpoint fixes the shape
             cmd += ["--init-from", size["init_from"]]
@@ -132,7 +132,7 @@ def plan_jobs(plan: dict, out: Path, py: str = sys.executable) -> list[Job]:
             cmd.append("--resume")
         jobs.append(Job(f"pretrain-{size['name']}", cmd, model_dir(out, size) / "pretrain_metrics.json",
                         estimate=size["seconds"] + plan.get("pretrain_overhead_seconds", 60)))
-        card = [py, "-m", "minigpt.model_card", str(model_dir(out, size)), "--command", " ".join(["python", *cmd[1:]]),
+        card = [py, "-m", "minigpt.pretraining.model_card", str(model_dir(out, size)), "--command", " ".join(["python", *cmd[1:]]),
                 "--hardware", plan.get("hardware", "see pretrain_metrics.json")]
         jobs.append(Job(f"card-{size['name']}", card, model_dir(out, size) / "README.md", estimate=30,
                         needs=[f"pretrain-{size['name']}"]))
@@ -176,7 +176,7 @@ def chosen_by_first_seed(out: Path, size: dict, ev: dict, lr: float) -> Callable
 
 
 def tokenize(plan: dict) -> None:
-    from minigpt.pretrain import resolve_sources
+    from minigpt.pretraining.train import resolve_sources
     cache = Path(plan["pretrain"].get("cache_dir", ".cache/pretrain"))
     for source in resolve_sources(plan["mixture"], None):
         source.load(cache)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from minigpt import IGNORE
 from minigpt.fast.optim import adamw
 from minigpt.runtime import autocast, evaluating, rank_and_world
-from minigpt.weights import CheckpointError, atomic_write, load_state
+from minigpt.io import CheckpointError, atomic_write, load_state
 
 from .data import bucket_batches
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from minigpt.weights import atomic_write, check_keys
+from minigpt.io import atomic_write
+from minigpt.weights import check_keys
 
 from .config import PrefixConfig
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from minigpt.weights import atomic_write
+from minigpt.io import atomic_write
 
 from .config import PrefixConfig
 

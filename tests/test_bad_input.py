@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from minigpt import GPT
-from minigpt.weights import atomic_write
+from minigpt.io import atomic_write
 from prefix import PrefixConfig, PrefixFileError, PrefixTuner
 
 
@@ -65,7 +65,7 @@ def test_impossible_sampling_settings_are_refused(base, kw, message):
 
 
 def test_a_cut_training_state_is_named(tmp_path):
-    from minigpt.pretrain import main as pretrain
+    from minigpt.pretraining import main as pretrain
     from test_mixture import tiny
     out = tmp_path / "run"
     assert pretrain(tiny(tmp_path, out, "--stop-after-steps", "2")) == {}

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from minigpt import GPT
-from minigpt.mixture import EOT, Mixture, Source, split_files
-from minigpt.pretrain import main as pretrain
+from minigpt.pretraining.mixture import EOT, Mixture, Source, split_files
+from minigpt.pretraining import main as pretrain
 from minigpt.tokenizer import load_tokenizer
 
 DOCS = ["The first article.\nIt has two lines.", "A second one, shorter.", "Third: numbers 1 2 3 and a café."]

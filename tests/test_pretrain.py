@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from minigpt import GPT
 from minigpt.datadir import PROJECT_ROOT, find_data
-from minigpt.pretrain import main as pretrain, slice_loss
+from minigpt.pretraining import main as pretrain, slice_loss
 
 SHIPPED = PROJECT_ROOT / "checkpoints" / "minigpt-gutenberg"
 
@@ -74,7 +74,7 @@ def test_pretraining_runs_under_torchrun_with_two_processes(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-           "-m", "minigpt.pretrain", *tiny_args(tmp_path / "ddp", tmp_path / "cache")]
+           "-m", "minigpt.pretraining", *tiny_args(tmp_path / "ddp", tmp_path / "cache")]
     done = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "pretrain_metrics.json").read_text())

@@ -5,7 +5,7 @@ the same sizes again. glibc's malloc returns large freed blocks to the system (b
 threshold, 128 KB at first and raised up to 32 MB as such blocks are freed, and a free heap top above
 twice that), and memory fresh from the system costs a page fault per 4 KB when first touched, every
 step. `keep_freed_memory()` asks malloc to keep such memory for reuse instead (bench/RESULTS.md has the
-gain). The training commands (`experiments.run`, `minigpt.pretrain`) call it; the library itself never
+gain). The training commands (`experiments.run`, `minigpt.pretraining`) call it; the library itself never
 changes process-wide settings, and bench/ leaves it off (it would speed up the reference implementation
 too: bench/RESULTS.md).
 """

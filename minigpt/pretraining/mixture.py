@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .tokenizer import EOT, load_tokenizer
-from .weights import atomic_write
+from ..io import atomic_write
+from ..tokenizer import EOT, load_tokenizer
 
 NEWLINE = 198  # "\n": a book's paragraphs each end with one
 FORMAT = "v2"  # bump when the way documents become tokens changes (it is part of every cache key)

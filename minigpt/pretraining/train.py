@@ -1,12 +1,12 @@
 """Pretrain a GPT-2-architecture model on a mixture of text corpora (or continue a pretrained one).
 
-    python -m minigpt.pretrain --out runs/my-gpt          # books + Wikipedia + movie reviews (DEFAULT_MIXTURE)
-    python -m minigpt.pretrain --out runs/my-gpt --source books=path/to/txt:0.5 --source web=dump.jsonl.gz:0.5
-    python -m minigpt.pretrain --out runs/more --init-from checkpoints/minigpt-gutenberg --max-seconds 600
-    torchrun --nproc_per_node=4 -m minigpt.pretrain ...      # DDP over GPUs (or CPU processes, gloo)
+    python -m minigpt.pretraining --out runs/my-gpt          # books + Wikipedia + movie reviews (DEFAULT_MIXTURE)
+    python -m minigpt.pretraining --out runs/my-gpt --source books=path/to/txt:0.5 --source web=dump.jsonl.gz:0.5
+    python -m minigpt.pretraining --out runs/more --init-from checkpoints/minigpt-gutenberg --max-seconds 600
+    torchrun --nproc_per_node=4 -m minigpt.pretraining ...      # DDP over GPUs (or CPU processes, gloo)
 
 Each source is tokenized once into uint16 shards (cached under --cache-dir, keyed on the files'
-contents; minigpt/mixture.py). Training draws each row's source by weight and a random window of it, uses
+contents; minigpt/pretraining/mixture.py). Training draws each row's source by weight and a random window of it, uses
 AdamW with warmup + cosine decay, gradient clipping and accumulation, bf16 autocast where
 supported, evaluates fixed validation windows of every source (the loss per source and their weighted mean),
 and writes atomic checkpoints (`--resume`; Ctrl-C saves one too).
@@ -33,16 +33,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import fast
-from .fast.allocator import keep_freed_memory
-from .config import GPTConfig
-from .datadir import find_data
-from .model import GPT
-from .fast.optim import adamw
-from .runtime import autocast, evaluating
+from .. import fast
+from ..config import GPTConfig
+from ..datadir import find_data
+from ..fast.optim import adamw
+from ..io import CheckpointError, atomic_write, load_state
+from ..model import GPT
+from ..runtime import autocast, evaluating
+from ..tokenizer import load_tokenizer
 from .mixture import Mixture, Source, split_files, unigram_loss, val_windows
-from .tokenizer import load_tokenizer
-from .weights import CheckpointError, atomic_write, load_state
 
 
 # ---------------------------------------------------------------- data
@@ -107,9 +106,10 @@ def positive(kind):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m minigpt.pretraining", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", action="append", default=None, metavar="NAME=PATH[:WEIGHT]",
-                   help="a corpus of the mixture (repeat for several; see minigpt/mixture.py for the layouts). "
+                   help="a corpus of the mixture (repeat for several; see minigpt/pretraining/mixture.py for the layouts). "
                    "Default: " + " ".join(DEFAULT_MIXTURE) + " from the data directory")
     p.add_argument("--corpus", default=None, help="train on this one source alone (a folder or file)")
     p.add_argument("--out", required=True, help="output directory; one that holds a run is refused unless "
@@ -479,7 +479,3 @@ def slice_loss(model: GPT, corpus: Path, *, files: int = 4, chars: int = 20_000,
     model = model if next(model.parameters()).dtype == torch.float32 else copy.deepcopy(model).float()
     return evaluate(model, windows, 8, next(model.parameters()).device, nullcontext)
 
-
-if __name__ == "__main__":
-    keep_freed_memory()  # a training process: reuse freed memory across steps (minigpt/fast/allocator.py)
-    main()

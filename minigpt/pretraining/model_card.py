@@ -1,9 +1,9 @@
 """Write a pretrained checkpoint's model card: metrics, loss curve, fixed-slice val loss, samples.
 
-    python -m minigpt.model_card checkpoints/minigpt-gutenberg --command "..." --hardware "..."
+    python -m minigpt.pretraining.model_card checkpoints/minigpt-gutenberg --command "..." --hardware "..."
 
 Reads `pretrain_metrics.json` and `pretrain_log.jsonl` from the checkpoint directory (written by
-`minigpt.pretrain`) and writes `loss_curve.png`, `model_card.json` and `README.md` beside them.
+`minigpt.pretraining`) and writes `loss_curve.png`, `model_card.json` and `README.md` beside them.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .datadir import find_data  # noqa: E402
-from .model import GPT  # noqa: E402
-from .pretrain import slice_loss  # noqa: E402
-from .tokenizer import load_tokenizer  # noqa: E402
-from .weights import atomic_write  # noqa: E402
+from ..datadir import find_data  # noqa: E402
+from ..io import atomic_write  # noqa: E402
+from ..model import GPT  # noqa: E402
+from ..tokenizer import load_tokenizer  # noqa: E402
+from .train import slice_loss  # noqa: E402
 
 PROMPTS = ["It was a dark and stormy night", "The little girl looked at the", "Holmes took the letter and"]
 
@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     if corpus is not None and corpus.exists():
         card = {"val_slice_loss": slice_loss(model, corpus), "val_slice": "first 20,000 characters of the first 4 "
                 "val books of corpus/gutenberg (sorted by file name), 256-token windows, fp32 "
-                "(minigpt.pretrain.slice_loss)", **card}
+                "(minigpt.pretraining.slice_loss)", **card}
     atomic_write(ckpt / "model_card.json", lambda t: Path(t).write_text(json.dumps(card, indent=2) + "\n"))
     plot_loss(log, m["unigram_val_loss"], ckpt / "loss_curve.png")
     c = json.loads((ckpt / "config.json").read_text())
