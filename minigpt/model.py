@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checks
 from .attention import CausalSelfAttention, KVCache, PrefixKV
 from .config import GPTConfig
 from .generate import generate
@@ -102,58 +103,23 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def _check_prefix(self, prefix: Sequence[PrefixKV | None], batch: int) -> int:
-        cfg = self.config
-        if len(prefix) != cfg.n_layer:
-            raise ValueError(f"prefix has {len(prefix)} entries but the model has {cfg.n_layer} layers; "
-                             "pass one (key, value) pair or None per layer")
-        lengths = set()
-        for i, kv in enumerate(prefix):
-            if kv is None:
-                continue
-            k, v = kv
-            if k.ndim != 4 or k.shape[1] != cfg.n_head or k.shape[3] != cfg.head_dim or k.shape != v.shape:
-                raise ValueError(f"prefix[{i}] keys {tuple(k.shape)} / values {tuple(v.shape)} must both be "
-                                 f"(B or 1, n_head={cfg.n_head}, P, head_dim={cfg.head_dim})")
-            if k.shape[0] not in (1, batch):
-                raise ValueError(f"prefix[{i}] is for a batch of {k.shape[0]} but the input has {batch} rows; "
-                                 "pass one prefix row (shared) or one per input row")
-            lengths.add(k.shape[2])
-        return max(lengths, default=0)
-
     def hidden_states(self, input_ids: torch.Tensor | None = None, *,
                       prefix: Sequence[PrefixKV | None] | None = None,
                       attention_mask: torch.Tensor | None = None, position_offset: int | None = None,
                       inputs_embeds: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         """Final hidden states (after `ln_f`), (B, T, n_embd). Arguments as in `forward`."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        if input_ids is not None and (cache is None or cache.tokens == 0):  # user input, not a decoded token
-            V = self.config.vocab_size
-            if input_ids.numel() and bool(((input_ids < 0) | (input_ids >= V)).any()):
-                raise ValueError(f"input_ids hold ids outside the vocabulary [0, {V}): min {int(input_ids.min())}, "
-                                 f"max {int(input_ids.max())}; encode text with this model's tokenizer")
+        checks.inputs(self.config, input_ids, inputs_embeds, prefix, cache)
         x = self.transformer.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         B, T = x.shape[:2]
-        if cache is not None:
-            if prefix is not None:
-                raise ValueError("with a cache, the prefix lives in the cache (KVCache(..., prefix=...))")
+        if cache is not None:  # decoding: the prefix (if any) sits in the cache's first slots
             n_prefix, past = max(cache.prefix_len), cache.tokens
         else:
-            n_prefix = self._check_prefix(prefix, B) if prefix is not None else 0
-            past = 0
+            n_prefix, past = checks.prefix_length(self.config, prefix, B), 0
         offset = n_prefix if position_offset is None else position_offset
-        if offset + past + T > self.config.n_positions:
-            raise ValueError(f"sequence too long: {past + T} tokens at position offset {offset} (prefix length "
-                             f"{n_prefix}) exceed the model's context of {self.config.n_positions} positions; "
-                             "shorten the input or the prefix")
+        checks.fits(self.config, offset, past + T, n_prefix)
         key_padding = None
         if attention_mask is not None:
-            if attention_mask.shape != (B, past + T):
-                raise ValueError(f"attention_mask is {tuple(attention_mask.shape)}, expected (B, past + T) = "
-                                 f"{(B, past + T)}")
-            if bool(((attention_mask != 0) & (attention_mask != 1)).any()):
-                raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
+            checks.attention_mask(attention_mask, (B, past + T))
             key_padding = attention_mask.bool()
             # left padding: a token's position counts only the real tokens before it
             pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:] + offset  # (B, T)
@@ -189,14 +155,10 @@ class GPT(nn.Module):
     def target_loss(self, hidden: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Next-token loss of hidden states (B, T, C) against labels (B, T): position t is scored on
         labels[:, t + 1] where that is not IGNORE; `reduction` "mean" over those targets, or "sum"."""
-        if labels.shape != hidden.shape[:2]:
-            raise ValueError(f"labels are {tuple(labels.shape)} but the input is {tuple(hidden.shape[:2])}; "
-                             "pass one label per input token (IGNORE = -100 where there is none)")
+        checks.labels_shape(labels, hidden)
         target = labels[:, 1:]  # (B, T-1)
         keep = target != IGNORE
-        V = self.config.vocab_size
-        if bool(((target[keep] < 0) | (target[keep] >= V)).any()):
-            raise ValueError(f"labels hold ids outside the vocabulary [0, {V}) other than IGNORE ({IGNORE})")
+        checks.token_ids(target[keep], self.config.vocab_size, "labels (other than IGNORE = -100)")
         return self.loss(hidden[:, :-1][keep], target[keep], reduction=reduction)
 
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
