@@ -209,19 +209,26 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
     finished = sorted(r["metrics"]["finished"] for r in rows if r["metrics"].get("finished"))
     when = f", finished {finished[0][:16]} to {finished[-1][:16]} UTC" if finished else ""
     lines += ["", f"Compute: {seconds / 3600:.1f} h of training and decoding, summed over runs{when}. Per group: the mean "
-              "over seeds of each metric and of the training seconds; lr is the runs' peak learning rate.",
-              "", "| run group | n | lr | " + " | ".join(cols) + " | trainable params | train s |",
-              "|---|---|---|" + "---|" * len(cols) + "---|---|"]
+              "over seeds of each metric and of the training seconds; lr is the runs' peak learning rate; kept params: "
+              "what a deployed run stores (a prefix's table after `materialize()`; recorded by runs since "
+              "2026-11-27, – for older ones).",
+              "", "| run group | n | lr | " + " | ".join(cols) + " | trainable params | kept params | train s |",
+              "|---|---|---|" + "---|" * len(cols) + "---|---|---|"]
     for runs in sorted(group(rows).values(), key=lambda runs: runs[0]["run"]):
         cells = [f"{stats(runs, m)[0]:.2f}" if stats(runs, m)[2] else "n/a" for m in cols]
         other = {k: runs[0]["config"][k] for k, v in budget.items() if runs[0]["config"][k] != v}
         name = runs[0]["run"].rsplit("-seed", 1)[0] + (f" (not compared: {json.dumps(other)})" if other else "")
         lines.append(f"| {name} | {len(runs)} | {runs[0]['config']['lr']:g} | " +
                      " | ".join(cells) + f" | {runs[0]['metrics']['trainable_params']:,} | "
-                     f"{stats(runs, 'train_seconds')[0]:.0f} |")
+                     f"{kept_params(runs[0]['metrics'])} | {stats(runs, 'train_seconds')[0]:.0f} |")
     lines += [""] + [f"![{task} {n}](plots/{task}_{n}.png)" for n in ("length", "depth", "reparam")] + [""]
     gap = {n: stats(every_mlp[n], metric)[0] - stats(emb[n], metric)[0] for n in every_mlp if n in emb}
     return lines, gap
+
+
+def kept_params(metrics: dict) -> str:
+    """A run's kept parameter count, or – where the run predates the record."""
+    return f"{metrics['kept_params']:,}" if metrics.get("kept_params") is not None else "–"
 
 
 def main(argv=None) -> None:

@@ -165,12 +165,16 @@ def run(cfg: ExperimentConfig) -> dict:
     if job is None:  # under torchrun, process 0 evaluates and writes the results
         return {}
     trainable, total = param_counts(job.net, base)
-    metrics = {**job.scores, "trainable_params": trainable, "total_params": total, **job.summary, "split": "test",
-               "n_test": job.n_test, "n_train": job.n_train, "seed": cfg.seed, "commit": COMMIT, "machine": machine(),
-               "inputs": this.inputs, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    kept = trainable  # what a deployed run stores: for a prefix, the table its MLP computes (materialize)
     prefix_net = job.net.net if isinstance(job.net, Classifier) else job.net
     if cfg.method == "prefix":
+        kept -= sum(p.numel() for p in prefix_net.encoder.parameters())
         prefix_net.materialize().save(run_dir / "prefix", base_model_name_or_path=cfg.model)
+        kept += sum(p.numel() for p in prefix_net.encoder.parameters())
+    metrics = {**job.scores, "trainable_params": trainable, "kept_params": kept, "total_params": total,
+               **job.summary, "split": "test", "n_test": job.n_test, "n_train": job.n_train, "seed": cfg.seed,
+               "commit": COMMIT, "machine": machine(), "inputs": this.inputs,
+               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_results(out, cfg, job.predictions, run_dir / "log.jsonl", metrics)
     compare_with_reference(cfg, this, metrics)
     print(f"results: {out}/ (metrics.json, predictions.txt, config.json, log.jsonl); {where(metrics)}")

@@ -9,6 +9,7 @@ from conftest import hf_model
 from experiments.config import parse_cli
 from experiments.run import main as run
 from experiments.sweep import sweep_runs
+from minigpt import GPT
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,9 @@ def test_tiny_run_writes_the_result_files(tmp_path, gpt2_vocab_dir, extra):
         assert saved["trainable_params"] == saved["total_params"]
     else:
         assert 0 < saved["trainable_params"] < saved["total_params"]
+        c = GPT.from_pretrained(gpt2_vocab_dir).config  # kept after materialize(): the table, P x (L x 2 x C)
+        table = 3 * (c.n_embd if "--depth=embedding" in extra else c.n_layer * 2 * c.n_embd)
+        assert saved["kept_params"] == table + (2 * c.n_embd if "--head=linear" in extra else 0)  # + a linear head
         assert (tmp_path / "runs" / cfg.run_name / "prefix" / "prefix.safetensors").exists()
     assert run(tiny(tmp_path, gpt2_vocab_dir, *extra)) == saved  # a finished run is not redone
 
