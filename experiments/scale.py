@@ -1,5 +1,6 @@
 """The scale curve: pretrain a family of models on one mixture, then prefix-tune and fine-tune each.
 
+    python -m experiments.scale plan [PLAN]                      (the jobs, and hours by the plan's estimates)
     python -m experiments.scale run [PLAN] [--out DIR] [--deadline SECONDS] [--jobs N]
     python -m experiments.scale report [PLAN] [--out DIR]
     make scale                                  (run, then report, with configs/scale.json)
@@ -54,6 +55,9 @@ def load_plan(path: str | os.PathLike) -> dict:
     names = [s["name"] for s in plan["sizes"]]
     if len(set(names)) != len(names):
         raise SystemExit(f"plan {path}: size names must differ, got {names}")
+    arms = [(ev["task"], arm(ev)) for ev in plan["evals"]]
+    if len(set(arms)) != len(arms):
+        raise SystemExit(f"plan {path}: two evaluations of one task share an arm name; give each its own \"arm\"")
     return plan
 
 
@@ -97,8 +101,13 @@ def model_job(size: dict) -> list[str]:
     return [f"{'adapt' if size.get('adapt') else 'pretrain'}-{size['name']}"]
 
 
+def arm(ev: dict) -> str:
+    """An evaluation's name in results: its "arm" (e.g. "prefix-len20", "embedding-10"), else its method."""
+    return ev.get("arm") or ev["method"]
+
+
 def eval_name(size: dict, ev: dict, lr: float, seed: int) -> str:
-    return f"{size['name']}-{ev['task']}-{ev['method']}-lr{fmt_lr(lr)}-seed{seed}"
+    return f"{size['name']}-{ev['task']}-{arm(ev)}-lr{fmt_lr(lr)}-seed{seed}"
 
 
 def plan_jobs(plan: dict, out: Path, py: str = sys.executable) -> list[Job]:
@@ -261,6 +270,7 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
 
 
 # ------------------------------------------------------------------------------------------ report
+ARM_LABELS = {"prefix": "prefix (length 10, MLP)", "finetune": "full fine-tuning"}
 SCORE = {"e2e": ("bleu", "BLEU"), "webnlg": ("bleu", "BLEU"), "sst2": ("accuracy", "accuracy (%)")}
 # Reference points (../shared/PAPER.md): Li & Liang (2021), GPT-2-medium (302M non-embedding parameters)
 PAPER = {"e2e": {"prefix": 70.3, "finetune": 68.8}}
@@ -307,7 +317,8 @@ def collect(plan: dict, out: Path) -> dict:
                     f = out / "results" / eval_name(size, ev, lr, seed) / "metrics.json"
                     if f.exists():
                         m = json.loads(f.read_text())
-                        row = {"size": size["name"], "task": ev["task"], "method": ev["method"], "lr": lr,
+                        row = {"size": size["name"], "task": ev["task"], "method": ev["method"], "arm": arm(ev),
+                               "lr": lr,
                                "seed": seed, "best_dev_loss": m.get("best_dev_loss"),
                                "score": m.get(SCORE[ev["task"]][0]), "metrics": m}
                         if ev["task"] == "e2e":  # slot errors, from the run's predictions
@@ -325,7 +336,8 @@ def collect(plan: dict, out: Path) -> dict:
             scores = [r["score"] for r in finite[lr]]
             spent = [(r["metrics"].get("train_tokens"), r["metrics"].get("train_seconds")) for r in finite[lr]]
             sers = [r["slot_error_rate"] for r in finite[lr] if r.get("slot_error_rate") is not None]
-            table.append({"size": size["name"], "task": ev["task"], "method": ev["method"],
+            table.append({"size": size["name"], "task": ev["task"], "method": ev["method"], "arm": arm(ev),
+                          "seeds": [r["seed"] for r in finite[lr]],
                           "non_embedding_params": (pre or {}).get("non_embedding_parameters"),
                           "chosen_lr": lr, "lrs_tried": sorted(by_lr), "n": len(scores),
                           "mean": statistics.mean(scores), "sd": statistics.stdev(scores) if len(scores) > 1 else None,
@@ -418,15 +430,16 @@ def markdown(result: dict, out: Path) -> str:
         ft = {r["size"]: r["mean"] for r in rows if r["method"] == "finetune"}
         ser = task == "e2e"
         lines += ["", f"## {task.upper()}: test {unit}", "",
-                  "| model | method | chosen lr | dev loss by lr | test (mean ± sd) | n | prefix − fine-tuning |"
+                  "| model | arm | chosen lr | dev loss by lr | test: mean ± sd (each seed) | n "
+                  "| prefix − fine-tuning |"
                   + (" slot errors (%) |" if ser else ""), "|---|---|---|---|---|---|---|" + ("---|" if ser else "")]
         for r in rows:
             gap = f"{r['mean'] - ft[r['size']]:+.1f}" if r["method"] == "prefix" and r["size"] in ft else ""
             dev = ", ".join(f"{k}: {v:.3f}" for k, v in r["dev_loss_by_lr"].items())
             has = r.get("slot_error_rate") is not None
             slots = "" if not ser else f" {r['slot_error_rate']:.1f} |" if has else " |"
-            lines.append(f"| {r['size']} | {r['method']} | {r['chosen_lr']:g} | {dev} | {r['mean']:.1f}{sd(r)} "
-                         f"| {r['n']} | {gap} |{slots}")
+            lines.append(f"| {r['size']} | {arm(r)} | {r['chosen_lr']:g} | {dev} | {r['mean']:.1f}{sd(r)} "
+                         f"({', '.join(f'{v:.1f}' for v in r['scores'])}) | {r['n']} | {gap} |{slots}")
         if ser:
             from .slots import corpus_slot_errors, e2e_test
             tables, references = e2e_test()
@@ -451,15 +464,16 @@ def compute_table(result: dict) -> list[str]:
              "Tokens through the model and wall-clock seconds on the machine that ran each job (see the runs' "
              "`metrics.json`): making the model (for an adapted model, the adaptation run alone; a given "
              "checkpoint counts none) plus training on the task (mean over the chosen lr's seeds).", "",
-             "| model | task | method | making the model: tokens, s | task training: tokens, s | total s |",
+             "| model | task | arm | making the model: tokens, s | task training: tokens, s | total s |",
              "|---|---|---|---|---|---|"]
     for r in result["table"]:
         m = made.get(r["size"])
         making = (0, 0.0) if m is None or m.get("given") else (m["tokens_seen"], m["train_seconds"])
         if r.get("train_tokens") is None or r.get("train_seconds") is None:
             continue
-        lines.append(f"| {r['size']} | {r['task']} | {r['method']} | {making[0] / 1e6:.2f}M, {making[1]:.0f} | "
-                     f"{r['train_tokens'] / 1e6:.2f}M, {r['train_seconds']:.0f} | {making[1] + r['train_seconds']:.0f} |")
+        lines.append(f"| {r['size']} | {r['task']} | {arm(r)} | {making[0] / 1e6:.2f}M, {making[1]:.0f} | "
+                     f"{r['train_tokens'] / 1e6:.2f}M, {r['train_seconds']:.0f} | "
+                     f"{making[1] + r['train_seconds']:.0f} |")
     return lines
 
 
@@ -492,14 +506,17 @@ def bars(result: dict, path: Path) -> None:
     for ax, task in zip(axes[0], tasks):
         rows = [r for r in result["table"] if r["task"] == task]
         models = list(dict.fromkeys(r["size"] for r in rows))
-        for i, (method, color) in enumerate((("prefix", "C0"), ("finetune", "C1"))):
+        arms = list(dict.fromkeys(arm(r) for r in rows))
+        width = 0.8 / len(arms)
+        for i, name in enumerate(arms):
             for j, model in enumerate(models):
-                r = next((r for r in rows if r["size"] == model and r["method"] == method), None)
+                r = next((r for r in rows if r["size"] == model and arm(r) == name), None)
                 if r is None:
                     continue
-                x = j + (i - 0.5) * 0.38
-                name = "prefix (length 10, MLP)" if method == "prefix" else "full fine-tuning"
-                ax.bar(x, r["mean"], 0.36, yerr=r["sd"] or 0.0, capsize=3, color=color, label=name if j == 0 else None)
+                x = j + (i - (len(arms) - 1) / 2) * width
+                label = ARM_LABELS.get(name, name)
+                ax.bar(x, r["mean"], width * 0.95, yerr=r["sd"] or 0.0, capsize=3, color=f"C{i}",
+                       label=label if j == 0 else None)
                 note = f"n={r['n']}, lr {r['chosen_lr']:g}"
                 if r.get("slot_error_rate") is not None:
                     note += f"\nslot err {r['slot_error_rate']:.0f}%"
@@ -533,7 +550,8 @@ def report(plan: dict, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=["run", "report"])
+    p.add_argument("action", choices=["plan", "run", "report"],
+                   help="plan: list the jobs and their estimated hours; run: run them; report: tables and plot")
     p.add_argument("plan", nargs="?", default=str(PLAN))
     p.add_argument("--out", default=None, help="output folder (default: the plan's 'out')")
     p.add_argument("--deadline", type=float, default=None, help="seconds from now by which every job ends")
@@ -544,6 +562,17 @@ def main(argv: list[str] | None = None) -> None:
     end = None if args.deadline is None else time.time() + args.deadline
     plan = load_plan(args.plan)
     out = Path(args.out or plan.get("out", "experiments/scale"))
+    if args.action == "plan":
+        jobs = plan_jobs(plan, out)
+        todo = [j for j in jobs if not j.done_file.exists()]
+        for j in todo:
+            print(f"{j.estimate / 60:6.1f} min  {j.name}{'  (if its lr is chosen)' if j.wanted else ''}")
+        lrs = {eval_name(size, ev, lr, seed): len(ev["lrs"]) for size in plan["sizes"] for ev in plan["evals"]
+               for lr in ev["lrs"] for seed in ev["seeds"]}
+        expected = sum(j.estimate / (lrs.get(j.name, 1) if j.wanted else 1) for j in todo)
+        print(f"{len(todo)} of {len(jobs)} jobs not done; by the plan's estimates (one job at a time) "
+              f"{expected / 3600:.1f} h, counting a later seed's run only at the lr its first seed chose")
+        return
     if args.action == "run":
         jobs = args.jobs or plan.get("jobs", 4)
         if jobs < 1 or (args.deadline is not None and not args.deadline > 0):

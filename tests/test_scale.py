@@ -138,3 +138,41 @@ def test_the_report_adds_what_making_a_model_cost_to_its_task_training(tmp_path)
     rows = [line for line in compute_table(result) if line.startswith("| none") or line.startswith("| shared")]
     assert rows == ["| none | e2e | prefix | 0.00M, 0 | 2.00M, 400 | 400 |",  # a given checkpoint costs nothing here
                     "| shared | e2e | prefix | 0.60M, 300 | 2.00M, 410 | 710 |"]
+
+
+def test_arms_name_their_runs_and_get_their_own_lr_choice(tmp_path):
+    """Evaluations with the same task and method but other settings ("arm") are run and reported apart."""
+    from experiments.scale import markdown
+    evs = [{"task": "e2e", "method": "prefix", "arm": "len1", "lrs": [1e-3], "seeds": [0, 1], "args": {"prefix_len": 1}},
+           {"task": "e2e", "method": "prefix", "arm": "len20", "lrs": [1e-3, 3e-3], "seeds": [0],
+            "args": {"prefix_len": 20}}]
+    plan = {"sizes": [{"name": "s", "checkpoint": "ckpt"}], "evals": evs}
+    jobs = {j.name: j for j in plan_jobs(plan, tmp_path, py="python")}
+    assert set(jobs) == {"s-e2e-len1-lr0.001-seed0", "s-e2e-len1-lr0.001-seed1", "s-e2e-len20-lr0.001-seed0",
+                         "s-e2e-len20-lr0.003-seed0"}
+    assert "--prefix_len=20" in jobs["s-e2e-len20-lr0.003-seed0"].cmd
+    size = plan["sizes"][0]
+    write_run(tmp_path, size, evs[0], 1e-3, 0, dev=2.0, score=30.0)
+    write_run(tmp_path, size, evs[0], 1e-3, 1, dev=2.1, score=0.5)  # a collapsed seed stays in view
+    write_run(tmp_path, size, evs[1], 1e-3, 0, dev=1.9, score=40.0)
+    write_run(tmp_path, size, evs[1], 3e-3, 0, dev=1.8, score=35.0)
+    result = collect(plan, tmp_path)
+    by_arm = {r["arm"]: r for r in result["table"]}
+    assert by_arm["len20"]["chosen_lr"] == 3e-3 and by_arm["len20"]["mean"] == 35.0  # dev loss chose, not test
+    assert by_arm["len1"]["scores"] == [30.0, 0.5] and by_arm["len1"]["n"] == 2
+    text = markdown({**result, "models": []}, tmp_path)
+    assert "| s | len1 | 0.001 |" in text and "(30.0, 0.5)" in text
+
+
+@pytest.mark.parametrize("name", ["adaptation", "findings-e2e", "lowdata-e2e", "scale"])
+def test_the_shipped_plans_make_valid_runs(name, tmp_path):
+    """Every evaluation a shipped plan would start passes the experiment settings' checks."""
+    from pathlib import Path
+
+    from experiments.config import parse_cli
+    from experiments.scale import load_plan
+    plan = load_plan(Path(__file__).parents[1] / "experiments" / "configs" / f"{name}.json")
+    jobs = [j for j in plan_jobs(plan, tmp_path, py="python") if j.cmd[2] == "experiments.run"]
+    assert jobs
+    for j in jobs:
+        parse_cli(j.cmd[3:])  # exits with a one-line error on a bad setting
