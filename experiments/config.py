@@ -21,7 +21,8 @@ DEFAULTS = Path(__file__).parent / "configs" / "defaults.json"
 REFERENCE = Path("experiments/reference")
 TASKS = ("e2e", "webnlg", "sst2")
 METHODS = ("prefix", "finetune")
-CHOICES = {"task": TASKS, "method": METHODS, "reparam": ("mlp", "direct"), "head": ("verbalizer", "linear"),
+CHOICES = {"task": TASKS, "method": METHODS, "position": ("prefix", "infix"),
+           "reparam": ("mlp", "direct"), "head": ("verbalizer", "linear"),
            "init": INITS, "base_dtype": ("auto", "float32", "bfloat16")}
 # the smallest allowed value of each number; lr and prefix_dropout have ranges of their own (`in_range`)
 AT_LEAST = {"prefix_len": 1, "encoder_hidden_size": 1, "epochs": 1, "batch_size": 1, "warmup_steps": 0,
@@ -55,6 +56,7 @@ class ExperimentConfig:
     method: str = setting("prefix (any prefix, including depth=embedding) or finetune (every weight trains)")
     prefix_len: int = setting("number of virtual tokens P")
     depth: str | list = setting("all (every layer), embedding (prompt tuning), or a list of layer indices like [0,4,7]")
+    position: str = setting("prefix ([P; x; y], the paper's method) or infix ([x; P; y], its ablation)")
     reparam: str = setting("mlp (the paper's P = MLP(P')) or direct (a free table)")
     encoder_hidden_size: int = setting("width of the MLP's hidden layer (the paper: 512)")
     init: str = setting("random, zero, vocab (random real tokens) or text (the activations of init_text)")
@@ -98,6 +100,10 @@ class ExperimentConfig:
                               "train keep fp32 master copies; use base_dtype=auto or float32")
         if self.method == "prefix" and self.depth == "embedding" and self.reparam == "mlp":
             raise ConfigError('DEPTH=embedding (prompt tuning) has no MLP, as in PEFT: use REPARAM=direct with it')
+        if self.method == "prefix" and self.position == "infix" and (
+                self.depth != "all" or self.task == "sst2" or self.init != "random" or self.prefix_dropout):
+            raise ConfigError("position=infix (trainable activations between the table and the text) is built for "
+                              "table-to-text (e2e, webnlg) with depth=all, init=random and no prefix_dropout")
         if self.method == "prefix" and self.init == "text" and not self.init_text:
             raise ConfigError('init=text needs init_text, e.g. --init_text="table-to-text:"')
 
@@ -117,7 +123,7 @@ class ExperimentConfig:
             core = "finetune"
         else:
             depth = self.depth if isinstance(self.depth, str) else "layers" + "-".join(map(str, self.depth))
-            core = f"prefix-len{self.prefix_len}-{depth}-{self.reparam}"
+            core = f"{self.position}-len{self.prefix_len}-{depth}-{self.reparam}"
             if self.init != "random":
                 core += f"-init{self.init}"
         if self.task == "sst2":

@@ -29,6 +29,7 @@ from minigpt.fast.allocator import keep_freed_memory
 from minigpt.runtime import rank_and_world
 from minigpt.io import CheckpointError, atomic_write
 from prefix import PrefixConfig, PrefixTuner
+from prefix.infix import InfixTuner
 
 from .config import REFERENCE, ExperimentConfig, parse_cli
 from .classify import LABEL_WORDS, ClassificationObjective, Classifier, accuracy_f1, encode_example
@@ -38,7 +39,7 @@ from .metrics import corpus_metrics
 from .runid import claim_run_dir, finished_metrics, identify, reference_run, remove_leftovers
 from .slots import corpus_slot_errors
 from .tasks import sst2_splits, task_splits
-from .train import JsonLog, LMObjective, TrainingDiverged, fit
+from .train import InfixObjective, JsonLog, LMObjective, TrainingDiverged, fit
 
 
 class Trained(NamedTuple):
@@ -71,6 +72,9 @@ def build_net(cfg: ExperimentConfig, base: GPT, enc):
     """What gets trained: a PrefixTuner around the frozen base, or the base itself (fine-tuning)."""
     if cfg.method == "finetune":
         return base.requires_grad_(True)
+    if cfg.position == "infix":
+        return InfixTuner(base, cfg.prefix_len, prefix_projection=cfg.reparam == "mlp",
+                          encoder_hidden_size=cfg.encoder_hidden_size)
     pcfg = PrefixConfig(num_virtual_tokens=cfg.prefix_len, prefix_projection=cfg.reparam == "mlp",
                         encoder_hidden_size=cfg.encoder_hidden_size, depth=cfg.depth, init=cfg.init,
                         init_text=cfg.init_text if cfg.init == "text" else None,
@@ -169,7 +173,7 @@ def run(cfg: ExperimentConfig) -> dict:
     prefix_net = job.net.net if isinstance(job.net, Classifier) else job.net
     if cfg.method == "prefix":
         kept -= sum(p.numel() for p in prefix_net.encoder.parameters())
-        prefix_net.materialize().save(run_dir / "prefix", base_model_name_or_path=cfg.model)
+        prefix_net.materialize().save(run_dir / cfg.position, base_model_name_or_path=cfg.model)
         kept += sum(p.numel() for p in prefix_net.encoder.parameters())
     metrics = {**job.scores, "trainable_params": trainable, "kept_params": kept, "total_params": total,
                **job.summary, "split": "test", "n_test": job.n_test, "n_train": job.n_train, "seed": cfg.seed,
@@ -246,7 +250,8 @@ def generation(cfg, base, enc, run_dir, log):
                   [len(s) + cfg.max_new_tokens for s in test_sources])
     net = build_net(cfg, base, enc)
     announce(cfg, net, base, len(train_pairs), len(test), sizes)
-    summary = fit(net, LMObjective(base, EOT), train_pairs, dev_pairs, cfg, run_dir, log=log)
+    objective = InfixObjective(net, EOT) if isinstance(net, InfixTuner) else LMObjective(base, EOT)
+    summary = fit(net, objective, train_pairs, dev_pairs, cfg, run_dir, log=log)
     if rank_and_world()[0] != 0:
         return None
     t0 = time.perf_counter()

@@ -141,6 +141,38 @@ class LMObjective:
         return self.model.target_loss(hidden(ids), labels, reduction="sum")
 
 
+class InfixObjective:
+    """LMObjective's loss for an infix tuner (`prefix.infix.InfixTuner`): each (input_ids, labels) pair is cut
+    where its labels start (the source is the part labelled IGNORE); sources are left-padded and targets
+    right-padded, so that the infix sits right after every source."""
+
+    def __init__(self, tuner, pad_id: int):
+        self.tuner, self.pad_id = tuner, pad_id
+        if rank_and_world()[1] > 1:
+            raise SystemExit("infix runs train in one process: run them without torchrun")
+
+    length = staticmethod(LMObjective.length)
+
+    @staticmethod
+    def count(items) -> int:
+        """Number of scored positions: every target token (the first is predicted from the infix)."""
+        return sum(sum(y != IGNORE for y in labels) for _, labels in items)
+
+    def loss(self, hidden, items, device) -> torch.Tensor:
+        """Summed loss over `items` (`hidden`, the net's hidden states, is not used: the split needs the tuner)."""
+        cut = [next(i for i, y in enumerate(labels) if y != IGNORE) for _, labels in items]
+        Ts, Ty = max(cut), max(len(ids) - c for (ids, _), c in zip(items, cut))
+        source = torch.full((len(items), Ts), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(items), Ts, dtype=torch.long)
+        target = torch.full((len(items), Ty), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(items), Ty), IGNORE, dtype=torch.long)
+        for row, ((ids, ys), c) in enumerate(zip(items, cut)):
+            source[row, Ts - c:], mask[row, Ts - c:] = torch.tensor(ids[:c]), 1
+            target[row, :len(ids) - c], labels[row, :len(ids) - c] = torch.tensor(ids[c:]), torch.tensor(ys[c:])
+        return self.tuner.loss(source.to(device), mask.to(device), target.to(device), labels.to(device),
+                               reduction="sum")
+
+
 def trainable_state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
 

@@ -58,6 +58,19 @@ class Stepper:
                                      attention_mask=self.mask, position_offset=self.position_offset, cache=self.cache)
         return self.model.lm_head(h[:, -1]).float()
 
+    def insert(self, kv: Sequence[PrefixKV], out: torch.Tensor) -> torch.Tensor:
+        """Write an infix after the prompt: per layer (key, value), each (1, H, P, Dh), into the cache as P
+        more positions; returns the next-token logits (rows, V) that the infix's last position gives, from
+        its final hidden state `out` (C,)."""
+        rows = self.cache.k[0].shape[0]
+        for layer, (k, v) in enumerate(kv):
+            dtype = self.cache.k[layer].dtype
+            self.cache.append(layer, k.to(dtype).expand(rows, -1, -1, -1), v.to(dtype).expand(rows, -1, -1, -1))
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, self.mask.new_ones(rows, kv[0][0].shape[2])], dim=1)
+        w = self.model.lm_head.weight
+        return self.model.lm_head(out.to(w.dtype)[None]).float().expand(rows, -1)
+
     def repeat_rows(self, n: int) -> None:
         """Every row becomes n identical rows (beams start from their row's prompt)."""
         rows = self.cache.k[0].shape[0]
@@ -87,10 +100,13 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
              top_p: float | None = None, num_beams: int = 1, length_penalty: float = 1.0,
              min_new_tokens: int = 0, eos_token_id: int | None = None,
              bad_token_ids: Sequence[int] | None = None, pad_token_id: int | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None,
+             infix: tuple[Sequence[PrefixKV], torch.Tensor] | None = None) -> torch.Tensor:
     """Continue `input_ids` (B, T); returns (B, T + new) ids, at most `max_new_tokens` new.
 
     `prefix`, `attention_mask` (left padding) and `position_offset` are as in `GPT.forward`;
+    `infix` = (per-layer (key, value) each (1, H, P, Dh), final hidden state (C,)) is placed after the
+    prompt and before the continuation (infix-tuning, `prefix.InfixTuner`);
     `inputs_embeds` (B, T, C), if given, is fed instead of the prompt's token embeddings (prompt tuning)
     while `input_ids` still supplies the returned prompt ids. Rows that end (end-of-text) are padded
     with `pad_token_id` (default: `eos_token_id`). Decoding stops when every row has ended.
@@ -101,9 +117,12 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     B, T = input_ids.shape
     pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
     dtype = model.transformer.wte.weight.dtype if inputs_embeds is None else inputs_embeds.dtype
-    cache = KVCache(model.config, B, T + max_new_tokens, prefix=prefix, dtype=dtype, device=input_ids.device)
+    extra = 0 if infix is None else infix[0][0][0].shape[2]  # the infix's positions
+    cache = KVCache(model.config, B, T + extra + max_new_tokens, prefix=prefix, dtype=dtype, device=input_ids.device)
     stepper = Stepper(model, cache, attention_mask, position_offset)
     logits = stepper.logits(input_ids, inputs_embeds)  # the prompt runs once per row, not once per beam
+    if infix is not None:  # the continuation starts after the infix, from its last position
+        logits = stepper.insert(*infix)
     ban = dict(min_new_tokens=min_new_tokens, eos_token_id=eos_token_id, bad_token_ids=bad_token_ids)
     if num_beams == 1:
         pick = ((lambda lg: _sample(lg, temperature, top_k, top_p, generator)) if do_sample

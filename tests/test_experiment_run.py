@@ -29,9 +29,10 @@ def tiny(tmp_path, model, *extra):
 
 @pytest.mark.parametrize("extra", [[], ["--depth=embedding", "--reparam=direct"], ["--method=finetune"],
                                    ["--task=webnlg"], ["--task=sst2"], ["--task=sst2", "--head=linear"],
-                                   ["--bf16=true"], ["--task=sst2", "--head=linear", "--bf16=true"]],
+                                   ["--bf16=true"], ["--task=sst2", "--head=linear", "--bf16=true"],
+                                   ["--position=infix"]],
                          ids=["e2e-prefix", "e2e-embedding-only", "e2e-finetune", "webnlg", "sst2", "sst2-linear",
-                              "e2e-prefix-bf16-base", "sst2-linear-bf16-base"])
+                              "e2e-prefix-bf16-base", "sst2-linear-bf16-base", "e2e-infix"])
 def test_tiny_run_writes_the_result_files(tmp_path, gpt2_vocab_dir, extra):
     metrics = run(tiny(tmp_path, gpt2_vocab_dir, *extra))
     cfg = parse_cli(tiny(tmp_path, gpt2_vocab_dir, *extra))
@@ -55,8 +56,11 @@ def test_tiny_run_writes_the_result_files(tmp_path, gpt2_vocab_dir, extra):
         assert 0 < saved["trainable_params"] < saved["total_params"]
         c = GPT.from_pretrained(gpt2_vocab_dir).config  # kept after materialize(): the table, P x (L x 2 x C)
         table = 3 * (c.n_embd if "--depth=embedding" in extra else c.n_layer * 2 * c.n_embd)
-        assert saved["kept_params"] == table + (2 * c.n_embd if "--head=linear" in extra else 0)  # + a linear head
-        assert (tmp_path / "runs" / cfg.run_name / "prefix" / "prefix.safetensors").exists()
+        head = 2 * c.n_embd if "--head=linear" in extra else 0  # a linear head is kept too
+        out = c.n_embd if "--position=infix" in extra else 0  # and an infix's last final hidden state
+        assert saved["kept_params"] == table + head + out
+        position = cfg.position
+        assert (tmp_path / "runs" / cfg.run_name / position / f"{position}.safetensors").exists()
     assert run(tiny(tmp_path, gpt2_vocab_dir, *extra)) == saved  # a finished run is not redone
 
 

@@ -367,3 +367,11 @@ def test_options_take_either_command_line_style():
     assert a == b and a.prefix_len == 7 and a.max_train == 50 and a.lr == 0.002 and a.bf16 is False
     with pytest.raises(SystemExit, match="has no value"):
         parse_cli(["--lr", "--seed=1"])
+
+
+def test_an_infix_is_refused_where_it_is_not_built():
+    assert parse_cli(["--position=infix"]).run_name.startswith("e2e-minigpt-gutenberg-infix-len10-all-mlp")
+    assert parse_cli([]).run_name.startswith("e2e-minigpt-gutenberg-prefix-len10-all-mlp")  # names kept
+    for bad in (["--task=sst2"], ["--depth=embedding", "--reparam=direct"], ["--init=text"]):
+        with pytest.raises(SystemExit, match="position=infix"):
+            parse_cli(["--position=infix", *bad])
