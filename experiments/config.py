@@ -98,8 +98,6 @@ class ExperimentConfig:
         if self.base_dtype == "bfloat16" and (self.method == "finetune" or not self.bf16):
             raise ConfigError("base_dtype=bfloat16 needs a frozen base (method=prefix) and bf16=true: weights that "
                               "train keep fp32 master copies; use base_dtype=auto or float32")
-        if self.method == "prefix" and self.depth == "embedding" and self.reparam == "mlp":
-            raise ConfigError('DEPTH=embedding (prompt tuning) has no MLP, as in PEFT: use REPARAM=direct with it')
         if self.method == "prefix" and self.position == "infix" and (
                 self.depth != "all" or self.task == "sst2" or self.init != "random" or self.prefix_dropout):
             raise ConfigError("position=infix (trainable activations between the table and the text) is built for "

@@ -21,7 +21,8 @@ class PrefixConfig:
         MLP = Linear(d_model, encoder_hidden_size) -> tanh -> Linear(encoder_hidden_size, n_layer·2·d_model).
     depth: "all" = every layer gets prefix keys/values; a list of layer indices = only those layers;
         "embedding" = P virtual token embeddings before the input (prompt tuning, the paper's EMB-n):
-        deeper layers compute their keys/values from them. Like PEFT's prompt tuning it has no MLP.
+        deeper layers compute their keys/values from them. PEFT's prompt tuning has no MLP; here one may
+        compute the prompt (prefix_projection=True, width d_model), to separate depth from reparameterization.
     init: "random" (PEFT's: N(0, 1) table, default-initialized MLP), "zero" (table or the MLP's last
         layer zero, as PEFT's init_weights="zero"), "vocab" (random real tokens), "text" (`init_text`).
         For "vocab"/"text" the direct table starts as the keys/values the model computes for those
@@ -61,8 +62,6 @@ class PrefixConfig:
             if len(set(layers)) != len(layers):
                 raise ValueError(f"depth lists a layer twice: {self.depth!r}")
             self.depth = sorted(layers)
-        if self.depth == "embedding" and self.prefix_projection:
-            raise ValueError('depth="embedding" (prompt tuning) has no MLP, as in PEFT; set prefix_projection=False')
 
     def layers(self, n_layer: int) -> list[int]:
         """Indices of the layers that receive prefix keys/values from the table ([] for "embedding")."""
