@@ -164,7 +164,7 @@ def test_arms_name_their_runs_and_get_their_own_lr_choice(tmp_path):
     assert "| s | len1 | 0.001 |" in text and "(30.0, 0.5)" in text
 
 
-@pytest.mark.parametrize("name", ["adaptation", "findings-e2e", "lowdata-e2e", "scale"])
+@pytest.mark.parametrize("name", ["adaptation", "findings-e2e", "lowdata-e2e", "scale", "webnlg"])
 def test_the_shipped_plans_make_valid_runs(name, tmp_path):
     """Every evaluation a shipped plan would start passes the experiment settings' checks."""
     from pathlib import Path
@@ -176,3 +176,16 @@ def test_the_shipped_plans_make_valid_runs(name, tmp_path):
     assert jobs
     for j in jobs:
         parse_cli(j.cmd[3:])  # exits with a one-line error on a bad setting
+
+
+def test_webnlg_reports_seen_and_unseen_categories(tmp_path):
+    from experiments.scale import markdown
+    ev = {"task": "webnlg", "method": "prefix", "lrs": [1e-3], "seeds": [0]}
+    plan = {"sizes": [{"name": "s", "checkpoint": "ckpt"}], "evals": [ev]}
+    d = tmp_path / "results" / eval_name(plan["sizes"][0], ev, 1e-3, 0)
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"best_dev_loss": 2.0, "bleu": 40.0, "bleu_seen": 50.0,
+                                                "bleu_unseen": 30.0}))
+    result = collect(plan, tmp_path)
+    assert result["table"][0]["bleu_seen"] == 50.0 and result["table"][0]["bleu_unseen"] == 30.0
+    assert "| 50.0 / 30.0 |" in markdown({**result, "models": []}, tmp_path)
