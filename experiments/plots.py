@@ -287,7 +287,7 @@ def main(argv=None) -> None:
              "each finding, not its level.", "",
              "Elsewhere: how the prefix's gap to fine-tuning changes with the base model's size, "
              "[scale/README.md](scale/README.md) (`make scale`); adapting the base on task text before "
-             "prefix-tuning, notebook 04 section 10 and `experiments/configs/adaptation.json`.", ""]
+             "prefix-tuning, [adaptation/RESULTS.md](adaptation/RESULTS.md) and notebook 04 section 10.", ""]
     gaps = {}
     for task in [t for t in PRIMARY if any(r["config"]["task"] == t for r in rows)]:
         section, gaps[task] = task_section(task, [r for r in rows if r["config"]["task"] == task], Path(args.plots))
