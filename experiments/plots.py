@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from minigpt.io import atomic_write  # noqa: E402
 
 from .config import BOOKKEEPING, REFERENCE, default_values  # noqa: E402
+from .scale import FLOORS  # noqa: E402
 
 METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
 # the settings the sweeps vary; runs that also differ in any other setting (data sizes, model, epochs, ...)
@@ -235,9 +236,7 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
     return lines, gap
 
 
-# Reference levels drawn on the plots: floors (PAPER.md: a fixed template reaches about 58 BLEU on E2E; SST-2
-# chance and a bag-of-words classifier) and the paper's GPT-2-medium values where it has one for the plot
-FLOORS = {"e2e": [(58.0, "template (~58)")], "sst2": [(50.0, "chance (50)"), (80.9, "bag of words (80.9)")]}
+# The paper's GPT-2-medium values where it has one for the plot (the floors are scale.FLOORS)
 PAPER_POINTS = {("e2e", "length"): [(10, 70.3, "paper, GPT-2 medium, len 10 (70.3)")],
                 ("e2e", "depth"): [(1, 48.1, "paper: embedding only 1 / 10 / 20"), (10, 62.2, None), (20, 61.9, None),
                                    (10, 70.3, "paper: every layer, len 10")]}
