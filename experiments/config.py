@@ -67,7 +67,7 @@ class ExperimentConfig:
     batch_size: int = setting("training examples per optimizer step")
     lr: float = setting("peak learning rate (linear warmup, then linear decay to 0)")
     weight_decay: float = setting("AdamW weight decay")
-    warmup_steps: int = setting("optimizer steps of linear warmup")
+    warmup_steps: int = setting("optimizer steps of linear warmup (at most 20% of the run's steps)")
     grad_clip: float = setting("gradient norm clipping")
     patience: int = setting("epochs without dev-loss improvement before stopping")
     bf16: bool = setting("bf16 autocast")

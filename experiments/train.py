@@ -192,6 +192,15 @@ def dev_loss(net, objective: Objective, items, batch_size, bf16_autocast, device
     return loss
 
 
+WARMUP_SHARE = 0.2  # warmup never takes more than this share of a run's optimizer steps
+
+
+def warmup_for(total: int, warmup_steps: int) -> int:
+    """The warmup a run of `total` optimizer steps uses: `warmup_steps`, capped at WARMUP_SHARE of the run,
+    so a 50-step run warms up for 10 steps, not 100 (a 500-step run keeps the default 100)."""
+    return min(warmup_steps, int(total * WARMUP_SHARE))
+
+
 def linear_schedule(step: int, total: int, warmup: int) -> float:
     """Linear warmup then linear decay to 0 (the paper's schedule); a multiplier of the peak lr."""
     if step < warmup:
@@ -217,6 +226,9 @@ def fit(net: nn.Module, objective: Objective, train_items: list, dev_items: list
     lengths = [objective.length(item) for item in train_items]
     batches_per_epoch = len(bucket_batches(lengths, cfg.batch_size, cfg.seed))
     total = cfg.epochs * batches_per_epoch
+    warmup = warmup_for(total, cfg.warmup_steps)
+    if warmup < cfg.warmup_steps and master:
+        log(f"warmup: {warmup} steps, not {cfg.warmup_steps}: at most {WARMUP_SHARE:.0%} of this run's {total} steps")
     state_file = run_dir / "state.pt"
     st = resume(net, opt, state_file, device, log if master else lambda item: None)
 
@@ -237,7 +249,7 @@ def fit(net: nn.Module, objective: Objective, train_items: list, dev_items: list
                 batch = batches[st.batch]
                 n_targets = objective.count([train_items[i] for i in batch])
                 mine = batch[rank::world]  # this process's share of the global batch
-                lr = cfg.lr * linear_schedule(st.step, total, cfg.warmup_steps)
+                lr = cfg.lr * linear_schedule(st.step, total, warmup)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 if mine:
@@ -284,7 +296,7 @@ def fit(net: nn.Module, objective: Objective, train_items: list, dev_items: list
     bar.close()
     if st.best is not None:
         net.load_state_dict(st.best, strict=False)
-    return {"steps": st.step, "epochs_run": st.epoch, "train_seconds": round(st.elapsed, 1),
+    return {"steps": st.step, "warmup_steps": warmup, "epochs_run": st.epoch, "train_seconds": round(st.elapsed, 1),
             "train_tokens": st.tokens, "dev_loss": st.dev, "best_dev_loss": st.best_dev,
             "tokens_per_second": round(st.tokens / max(st.elapsed, 1e-9))}
 

@@ -94,3 +94,21 @@ def test_two_processes_reach_the_same_prefix_as_one(tmp_path):
     for k in one:
         assert torch.allclose(one[k], two[k], atol=1e-5, rtol=1e-4), k
     assert any(not torch.equal(v, trained(setup()[1])[k]) for k, v in one.items())  # it did train
+
+
+def test_a_short_run_warms_up_for_at_most_a_fifth_of_its_steps(tmp_path):
+    """warmup_steps=100 in a 6-step run: the lr reaches its peak at the second step (warmup 1 = 20% of 6),
+    then decays linearly to 0 by the end, instead of never leaving warmup."""
+    model, tuner, pairs = setup()
+    logged = []
+    cfg = SimpleNamespace(**{**CFG, "warmup_steps": 100})
+    summary = fit(tuner, LMObjective(model, 0), pairs, pairs[:4], cfg, tmp_path / "a", log=logged.append)
+    lrs = [item["lr"] for item in logged if isinstance(item, dict) and "lr" in item]
+    assert summary["steps"] == 6 and summary["warmup_steps"] == 1
+    assert lrs[0] == pytest.approx(cfg.lr) and lrs == sorted(lrs, reverse=True) and lrs[-1] < cfg.lr / 4
+    assert any("warmup: 1 steps, not 100" in item for item in logged if isinstance(item, str))
+
+
+def test_warmup_stays_as_set_where_it_fits():
+    assert train_mod.warmup_for(500, 100) == 100 and train_mod.warmup_for(4207, 100) == 100
+    assert train_mod.warmup_for(50, 100) == 10 and train_mod.warmup_for(200, 20) == 20
