@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from minigpt.io import atomic_write  # noqa: E402
 
+from . import findings  # noqa: E402
 from .config import BOOKKEEPING, REFERENCE, default_values  # noqa: E402
 from .scale import FLOORS  # noqa: E402
 
@@ -271,8 +272,8 @@ def main(argv=None) -> None:
     p.add_argument("--report", default=None, help="the markdown report (default: experiments/RESULTS.md for the "
                    "reference runs, else <results>/RESULTS.md, so that your runs never overwrite the reference's)")
     args = p.parse_args(argv)
+    reference = Path(args.results).resolve() == REFERENCE.resolve()
     if args.report is None:
-        reference = Path(args.results).resolve() == REFERENCE.resolve()
         args.report = str(REFERENCE.parent / "RESULTS.md" if reference else Path(args.results) / "RESULTS.md")
     if args.plots is None:
         args.plots = str(Path(args.report).parent / "plots")
@@ -287,6 +288,13 @@ def main(argv=None) -> None:
              "Elsewhere: how the prefix's gap to fine-tuning changes with the base model's size, "
              "[scale/README.md](scale/README.md) (`make scale`); adapting the base on task text before "
              "prefix-tuning, [adaptation/RESULTS.md](adaptation/RESULTS.md) and notebook 04 section 10.", ""]
+    if reference:  # the findings under the fair protocol come from the plans' results, not from these runs
+        lines += ["## The paper's findings, measured under one protocol", "",
+                  "Each arm's lr chosen on dev loss from its own grid, the same data and steps for the arms "
+                  "compared, 3 or more seeds (5 where two arms are under 3 points apart). Read from the plans' "
+                  "result files by `python -m experiments.findings`, which explains the verdicts. The sections "
+                  "below it are the earlier sweeps (a fixed lr per arm, not chosen on dev loss).", "",
+                  findings.markdown()]
     gaps = {}
     for task in [t for t in PRIMARY if any(r["config"]["task"] == t for r in rows)]:
         section, gaps[task] = task_section(task, [r for r in rows if r["config"]["task"] == task], Path(args.plots))

@@ -1,0 +1,90 @@
+"""The findings table: each verdict follows from the runs' scores, missing runs say so, lrs come from dev loss."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from experiments import findings
+from experiments.findings import Arm, Plan, at_least, higher
+from experiments.scale import eval_name
+
+
+def write_runs(root: Path, plan_name: str, arm: str, task: str, scores: dict, dev: dict, size: str | None = None,
+               extra: dict | None = None) -> None:
+    """Result files as experiments.run writes them: scores[lr] = test score per seed, dev[lr] = best dev loss."""
+    plan = Plan(plan_name, root)
+    size_spec = next(s for s in plan.plan["sizes"] if size in (None, s["name"]))
+    ev = next(e for e in plan.plan["evals"] if (e.get("arm") or e["method"]) == arm and e["task"] == task)
+    metric = {"e2e": "bleu", "webnlg": "bleu", "sst2": "accuracy"}[task]
+    for lr, per_seed in scores.items():
+        for seed, score in enumerate(per_seed):
+            folder = root / plan.plan["out"] / "results" / eval_name(size_spec, ev, lr, seed)
+            folder.mkdir(parents=True)
+            metrics = {metric: score, "best_dev_loss": dev[lr], **(extra or {})}
+            (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def row(root: Path, start: str) -> findings.Row:
+    return next(r for r in findings.rows(root) if r.finding.startswith(start))
+
+
+def test_verdicts_follow_the_difference_and_its_standard_error():
+    a, b = Arm("a", 1e-3, [60.0, 61.0, 62.0, 61.0, 60.5]), Arm("b", 1e-3, [50.0, 51.0, 52.0, 50.5, 51.5])
+    assert higher(a, b).startswith("reproduced") and higher(b, a).startswith("opposite")
+    noisy = Arm("c", 1e-3, [40.0, 70.0, 55.0, 45.0, 65.0])  # 4 points above b, but far within its noise
+    assert higher(noisy, b).startswith("not reproduced")
+    close = Arm("d", 1e-3, [51.0, 52.0, 53.0])  # under 3 points from b with 3 seeds: the protocol wants 5
+    assert higher(close, b).startswith("not settled")
+    assert at_least(b, a).startswith("not reproduced") and at_least(a, b).startswith("reproduced")
+
+
+def test_every_row_says_not_run_without_results(tmp_path):
+    rows = findings.rows(tmp_path)
+    assert len(rows) == 19 and all(r.ours.startswith("not run yet") and r.verdict == "–" for r in rows)
+    text = findings.markdown(tmp_path)
+    assert "python -m experiments.scale run experiments/configs/fulldata.json" in text
+
+
+def test_the_lr_is_chosen_on_dev_loss_and_the_verdict_uses_that_lrs_seeds(tmp_path):
+    # at lr 0.03 fine-tuning scores higher on test, but its dev loss is worse: 0.0001 is chosen
+    write_runs(tmp_path, "fulldata", "prefix", "e2e", {0.001: [60.0, 61.0, 59.5]}, {0.001: 1.5})
+    write_runs(tmp_path, "fulldata", "finetune", "e2e", {0.0001: [50.0, 51.0, 50.5], 0.0003: [70.0, 71.0, 70.5]},
+               {0.0001: 1.4, 0.0003: 1.6})
+    r = row(tmp_path, "1. prefix ≥ fine-tuning, full data, 2 epochs (E2E")
+    assert "lr 0.0001" in r.ours and "50.5 ± 0.5 (n=3" in r.ours and r.verdict.startswith("reproduced (+9.7")
+    assert row(tmp_path, "1. prefix ≥ fine-tuning, full data, 2 epochs (SST-2").ours.startswith("not run yet")
+
+
+def test_a_length_curve_still_rising_past_10_is_not_the_papers_plateau(tmp_path):
+    means = {1: 20.0, 2: 25.0, 5: 30.0, 10: 35.0, 20: 40.0, 40: 45.0}
+    for n, m in means.items():
+        write_runs(tmp_path, "findings-e2e", f"every-mlp-len{n}", "e2e", {0.001: [m - 0.5, m, m + 0.5]}, {0.001: 1.0})
+    r = row(tmp_path, "4. prefix length")
+    assert r.verdict.startswith("not reproduced: still rising past 10 (40 vs 10") and "(best: 40)" in r.ours
+
+
+def test_a_curve_that_stops_at_10_is_the_papers_plateau(tmp_path):
+    means = {1: 20.0, 2: 25.0, 5: 30.0, 10: 35.0, 20: 35.5, 40: 34.0}
+    for n, m in means.items():
+        write_runs(tmp_path, "findings-e2e", f"every-mlp-len{n}", "e2e", {0.001: [m - 2, m, m + 2]}, {0.001: 1.0})
+    assert row(tmp_path, "4. prefix length").verdict.startswith("reproduced: rises to 10")
+
+
+def test_stability_compares_spread_over_seeds_and_over_the_lr_grid(tmp_path):
+    write_runs(tmp_path, "findings-e2e", "every-mlp-len10", "e2e",
+               {0.0003: [39.0], 0.001: [40.0, 41.0, 40.5], 0.003: [39.5]}, {0.0003: 1.2, 0.001: 1.0, 0.003: 1.1})
+    write_runs(tmp_path, "findings-e2e", "every-direct-len10", "e2e",
+               {0.03: [10.0], 0.1: [38.0, 30.0, 42.0], 0.3: [5.0]}, {0.03: 1.5, 0.1: 1.1, 0.3: 2.0})
+    r = row(tmp_path, "7. MLP reparameterization")
+    assert r.verdict.startswith("reproduced: direct varies more over seeds and over lrs")
+    assert "MLP 1.0, direct 33.0" in r.ours  # first seed's BLEU range over the grid
+
+
+def test_unseen_categories_use_the_runs_unseen_bleu(tmp_path):
+    write_runs(tmp_path, "webnlg", "prefix", "webnlg", {0.001: [40.0, 41.0, 42.0]}, {0.001: 1.0},
+               extra={"bleu_unseen": 30.0, "bleu_seen": 50.0})
+    write_runs(tmp_path, "webnlg", "finetune", "webnlg", {0.0001: [45.0, 46.0, 47.0]}, {0.0001: 1.0},
+               extra={"bleu_unseen": 20.0, "bleu_seen": 60.0})
+    r = row(tmp_path, "3. extrapolation")
+    assert "30.0" in r.ours and "20.0" in r.ours and r.verdict.startswith("reproduced (+10.0")
+    assert row(tmp_path, "3. ... while close").verdict.startswith("not reproduced")
