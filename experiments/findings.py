@@ -58,8 +58,8 @@ class Arm:
 class Plan:
     """A plan's finished runs, read from its result files."""
 
-    def __init__(self, name: str, root: Path = Path(".")):
-        self.name = name
+    def __init__(self, name: str, root: Path = Path("."), links: str = ""):
+        self.name, self.links = name, links
         self.plan = load_plan(CONFIGS / f"{name}.json")
         self.out = root / self.plan["out"]
         self.result = collect(self.plan, self.out)
@@ -85,7 +85,7 @@ class Plan:
         return [r["score"] for r in self.result["runs"] if r["task"] == task and r["arm"] == arm and r["seed"] == first]
 
     def link(self) -> str:
-        return f"[{self.name}]({self.out.name}/RESULTS.md)"  # RESULTS.md sits beside the plans' folders
+        return f"[{self.name}]({self.links}{self.out.name}/RESULTS.md)"  # links: the way to experiments/
 
     def complete(self) -> bool:
         """Whether every run the plan wants has finished: each evaluation's first seed at every lr, and its
@@ -221,9 +221,10 @@ def parameters(plan: Plan) -> Row:
                f"{plan.link()}: every-mlp-len10")
 
 
-def rows(root: Path = Path(".")) -> list[Row]:
-    """Every finding's row, from the plans' result files under `root`."""
-    full, low, web, abl, adapt = (Plan(n, root) for n in PLANS)
+def rows(root: Path = Path("."), links: str = "") -> list[Row]:
+    """Every finding's row, from the plans' result files under `root`; `links` leads from where the table is
+    read to experiments/ (nothing for experiments/RESULTS.md)."""
+    full, low, web, abl, adapt = (Plan(n, root, links) for n in PLANS)
     out = [pair("1. prefix ≥ fine-tuning, full data, 2 epochs (E2E BLEU)", "70.3 vs 68.8", full, "e2e",
                 "prefix", "finetune", at_least),
            pair("1. prefix ≥ fine-tuning, full data, 2 epochs (SST-2 accuracy)", "no SST-2 in the paper; "
@@ -257,10 +258,10 @@ def incomplete(root: Path = Path(".")) -> list[Plan]:
     return [p for p in (Plan(n, root) for n in PLANS) if not p.complete()]
 
 
-def markdown(root: Path = Path(".")) -> str:
+def markdown(root: Path = Path("."), links: str = "") -> str:
     lines = ["| finding | paper (GPT-2 medium) | ours: mean ± sd (n, dev-chosen lr) | verdict | runs |",
              "|---|---|---|---|---|"]
-    lines += [f"| {r.finding} | {r.paper} | {r.ours} | {r.verdict} | {r.runs} |" for r in rows(root)]
+    lines += [f"| {r.finding} | {r.paper} | {r.ours} | {r.verdict} | {r.runs} |" for r in rows(root, links)]
     todo = incomplete(root)
     if todo:
         lines += ["", "Runs still to make (each resumes where it stopped; `plan` instead of `run` lists the jobs and "
