@@ -8,7 +8,8 @@ chosen on dev loss from its own grid, the same data and steps for the arms compa
     experiments/configs/fulldata.json       1  prefix vs fine-tuning, full data, 2 epochs (E2E, SST-2)
     experiments/configs/lowdata-e2e.json    2  50-500 training pairs; real-word vs random init
     experiments/configs/webnlg.json         3  BLEU on seen vs unseen WebNLG categories
-    experiments/configs/findings-e2e.json   4-8  length, depth, infix, reparameterization, parameters
+    experiments/configs/findings-e2e.json   4-8  length, depth, infix, reparameterization, parameters;
+                                                 the bfloat16 vs float32 frozen base
     experiments/configs/adaptation.json     9  ours, not the paper's: adapting the base on task text
 
 each run with `python -m experiments.scale run <plan>`. A finding whose runs are missing says so and
@@ -247,6 +248,8 @@ def rows(root: Path = Path("."), links: str = "") -> list[Row]:
     out.append(pair("6. prefix > infix, length 10 (E2E)", "70.3 vs 67.2", abl, "e2e", "every-mlp-len10",
                     "infix-mlp-len10", higher))
     out.append(stability(abl))
+    out.append(pair("protocol check: the prefix on a bfloat16 vs a float32 frozen base (E2E)", "–", abl, "e2e",
+                    "every-mlp-len10", "every-mlp-len10-fp32base", no_claim))
     out.append(parameters(abl))
     out.append(pair("9. adapting the base once on all tasks' unlabeled text, then prefix (E2E BLEU)", "–", adapt,
                     "e2e", "prefix", "prefix", no_claim, sizes=("shared", "none")))

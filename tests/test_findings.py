@@ -40,7 +40,7 @@ def test_verdicts_follow_the_difference_and_its_standard_error():
 
 def test_every_row_says_not_run_without_results(tmp_path):
     rows = findings.rows(tmp_path)
-    assert len(rows) == 19 and all(r.ours.startswith("not run yet") and r.verdict == "–" for r in rows)
+    assert len(rows) == 20 and all(r.ours.startswith("not run yet") and r.verdict == "–" for r in rows)
     text = findings.markdown(tmp_path)
     assert "python -m experiments.scale run experiments/configs/fulldata.json" in text
 
