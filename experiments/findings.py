@@ -18,7 +18,8 @@ names the command; it is never filled from runs made with other settings.
 Verdicts compare means with their standard error, se = sqrt(sd_a^2 / n_a + sd_b^2 / n_b):
 "reproduced" when the difference is more than 2 se in the paper's direction, "opposite" when it is more
 than 2 se the other way, "not reproduced" when it is within 2 se. Two arms less than 3 points apart need
-5 seeds each (the protocol's rule); with fewer the verdict is "not settled".
+5 seeds each (the protocol's rule); with fewer the verdict is "not settled": add seeds 3 and 4 to both
+arms' "seeds" in the plan and run it again (finished runs are kept; the new seeds run at the chosen lr).
 """
 from __future__ import annotations
 
