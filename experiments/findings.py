@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .scale import arm as arm_name
-from .scale import collect, fmt_lr, load_plan
+from .scale import at_edge, collect, fmt_lr, load_plan
 
 CONFIGS = Path(__file__).parent / "configs"
 CLOSE, CLOSE_SEEDS = 3.0, 5  # arms closer than 3 points need 5 seeds
@@ -43,6 +43,7 @@ class Arm:
     name: str
     lr: float
     values: list[float]
+    edge: bool = False  # the lr is the smallest or largest of its grid (scale.at_edge)
 
     @property
     def mean(self) -> float:
@@ -54,7 +55,8 @@ class Arm:
 
     def text(self) -> str:
         spread = f" ± {self.sd:.1f}" if len(self.values) > 1 else ""
-        return f"{self.mean:.1f}{spread} (n={len(self.values)}, lr {fmt_lr(self.lr)})"
+        edge = ", at the grid's edge" if self.edge else ""
+        return f"{self.mean:.1f}{spread} (n={len(self.values)}, lr {fmt_lr(self.lr)}{edge})"
 
 
 class Plan:
@@ -79,7 +81,7 @@ class Plan:
         values = [r["score"] if metric is None else r["metrics"].get(metric) for r in runs]
         if any(v is None for v in values):
             return None
-        return Arm(arm, row["chosen_lr"], values)
+        return Arm(arm, row["chosen_lr"], values, at_edge(row))
 
     def first_seed_by_lr(self, task: str, arm: str) -> list[float]:
         """The test scores of the first seed at every lr of the grid (how much the lr matters)."""

@@ -452,7 +452,8 @@ def markdown(result: dict, out: Path, title: str = "Scale curve") -> str:
             slots = "" if not ser else f" {r['slot_error_rate']:.1f} |" if has else " |"
             if seen:
                 slots = f" {fmt_or_dash(r.get('bleu_seen'))} / {fmt_or_dash(r.get('bleu_unseen'))} |"
-            lines.append(f"| {r['size']} | {arm(r)} | {r['chosen_lr']:g} | {dev} | {r['mean']:.1f}{sd(r)} "
+            edge = " (edge)" if at_edge(r) else ""
+            lines.append(f"| {r['size']} | {arm(r)} | {r['chosen_lr']:g}{edge} | {dev} | {r['mean']:.1f}{sd(r)} "
                          f"({', '.join(f'{v:.1f}' for v in r['scores'])}) | {r['n']} | {gap} |{slots}")
         if seen:
             lines += ["", "WebNLG 2017 test BLEU on the categories seen in training and on the unseen ones. The paper "
@@ -465,12 +466,22 @@ def markdown(result: dict, out: Path, title: str = "Scale curve") -> str:
             lines += ["", "Slot errors: table values missing from the output plus values it adds, per table slot "
                       f"(experiments/slots.py; each table's first human reference scores {refs:.1f}% with this "
                       "simple matcher)."]
+    if any(at_edge(r) for r in result["table"]):
+        lines += ["", "(edge): the dev loss chose the smallest or the largest lr of the grid, so a lr beyond it may "
+                  "do better; add one to the arm's `lrs` in the plan and run it again (finished runs are kept)."]
     lines += compute_table(result)
     lines += ["", "## Every run", "", "| run | best dev loss | test score | train s |", "|---|---|---|---|"]
     for r in result["runs"]:
         lines.append(f"| {eval_name({'name': r['size']}, r, r['lr'], r['seed'])} | {r['best_dev_loss']:.3f} | "
                      f"{r['score']:.1f} | {r['metrics'].get('train_seconds', float('nan')):.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def at_edge(row: dict) -> bool:
+    """Whether the dev loss chose the smallest or largest lr of a grid of several: a lr beyond it may be
+    better, and the grid should be widened before the arm is compared."""
+    tried = row["lrs_tried"]
+    return len(tried) > 1 and row["chosen_lr"] in (min(tried), max(tried))
 
 
 def fmt_or_dash(value: float | None) -> str:
