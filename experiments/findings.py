@@ -56,7 +56,8 @@ class Arm:
     def text(self) -> str:
         spread = f" ± {self.sd:.1f}" if len(self.values) > 1 else ""
         edge = ", at the grid's edge" if self.edge else ""
-        return f"{self.mean:.1f}{spread} (n={len(self.values)}, lr {fmt_lr(self.lr)}{edge})"
+        each = ", ".join(f"{v:.1f}" for v in self.values)  # every seed, so that a collapsed one stays in view
+        return f"{self.mean:.1f}{spread} (n={len(self.values)}: {each}; lr {fmt_lr(self.lr)}{edge})"
 
 
 class Plan:
@@ -265,7 +266,7 @@ def incomplete(root: Path = Path(".")) -> list[Plan]:
 
 
 def markdown(root: Path = Path("."), links: str = "") -> str:
-    lines = ["| finding | paper (GPT-2 medium) | ours: mean ± sd (n, dev-chosen lr) | verdict | runs |",
+    lines = ["| finding | paper (GPT-2 medium) | ours: mean ± sd (n: each seed; dev-chosen lr) | verdict | runs |",
              "|---|---|---|---|---|"]
     lines += [f"| {r.finding} | {r.paper} | {r.ours} | {r.verdict} | {r.runs} |" for r in rows(root, links)]
     todo = incomplete(root)

@@ -345,6 +345,9 @@ def collect(plan: dict, out: Path) -> dict:
                           "train_tokens": mean_of([t for t, _ in spent]),
                           "train_seconds": mean_of([sec for _, sec in spent]),
                           "slot_error_rate": statistics.mean(sers) if sers else None,
+                          # trained while training, and kept to deploy (a prefix: its table after materialize())
+                          "trainable_params": finite[lr][0]["metrics"].get("trainable_params"),
+                          "kept_params": finite[lr][0]["metrics"].get("kept_params"),
                           # WebNLG: test BLEU on the categories seen in training and on the unseen ones
                           **{k: mean_of([r["metrics"].get(k) for r in finite[lr]]) for k in ("bleu_seen", "bleu_unseen")
                              if ev["task"] == "webnlg"},
@@ -442,9 +445,9 @@ def markdown(result: dict, out: Path, title: str = "Scale curve") -> str:
         ser = task == "e2e"
         lines += ["", f"## {task.upper()}: test {unit}", "",
                   "| model | arm | chosen lr | dev loss by lr | test: mean ± sd (each seed) | n "
-                  "| prefix − fine-tuning |" + (" slot errors (%) |" if ser else "")
+                  "| prefix − fine-tuning | parameters trained / kept |" + (" slot errors (%) |" if ser else "")
                   + (" BLEU seen / unseen categories |" if seen else ""),
-                  "|---|---|---|---|---|---|---|" + ("---|" if ser or seen else "")]
+                  "|---|---|---|---|---|---|---|---|" + ("---|" if ser or seen else "")]
         for r in rows:
             gap = f"{r['mean'] - ft[r['size']]:+.1f}" if r["method"] == "prefix" and r["size"] in ft else ""
             dev = ", ".join(f"{k}: {v:.3f}" for k, v in r["dev_loss_by_lr"].items())
@@ -454,7 +457,7 @@ def markdown(result: dict, out: Path, title: str = "Scale curve") -> str:
                 slots = f" {fmt_or_dash(r.get('bleu_seen'))} / {fmt_or_dash(r.get('bleu_unseen'))} |"
             edge = " (edge)" if at_edge(r) else ""
             lines.append(f"| {r['size']} | {arm(r)} | {r['chosen_lr']:g}{edge} | {dev} | {r['mean']:.1f}{sd(r)} "
-                         f"({', '.join(f'{v:.1f}' for v in r['scores'])}) | {r['n']} | {gap} |{slots}")
+                         f"({', '.join(f'{v:.1f}' for v in r['scores'])}) | {r['n']} | {gap} | {params(r)} |{slots}")
         if seen:
             lines += ["", "WebNLG 2017 test BLEU on the categories seen in training and on the unseen ones. The paper "
                       "(GPT-2 medium), seen / unseen / all: fine-tuning 64.7 / 26.7 / 45.7, prefix 62.9 / 45.3 / 55.0 "
@@ -475,6 +478,11 @@ def markdown(result: dict, out: Path, title: str = "Scale curve") -> str:
         lines.append(f"| {eval_name({'name': r['size']}, r, r['lr'], r['seed'])} | {r['best_dev_loss']:.3f} | "
                      f"{r['score']:.1f} | {r['metrics'].get('train_seconds', float('nan')):.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def params(row: dict) -> str:
+    """'2,235,392 / 40,960': what an arm trains and what it keeps (– where its runs did not record it)."""
+    return " / ".join(f"{row[k]:,}" if row.get(k) is not None else "–" for k in ("trainable_params", "kept_params"))
 
 
 def at_edge(row: dict) -> bool:

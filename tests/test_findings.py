@@ -51,7 +51,7 @@ def test_the_lr_is_chosen_on_dev_loss_and_the_verdict_uses_that_lrs_seeds(tmp_pa
     write_runs(tmp_path, "fulldata", "finetune", "e2e", {0.0001: [50.0, 51.0, 50.5], 0.0003: [70.0, 71.0, 70.5]},
                {0.0001: 1.4, 0.0003: 1.6})
     r = row(tmp_path, "1. prefix ≥ fine-tuning, full data, 2 epochs (E2E")
-    assert "lr 0.0001" in r.ours and "50.5 ± 0.5 (n=3" in r.ours and r.verdict.startswith("reproduced (+9.7")
+    assert "lr 0.0001" in r.ours and "50.5 ± 0.5 (n=3: 50.0, 51.0, 50.5; lr 0.0001" in r.ours and r.verdict.startswith("reproduced (+9.7")
     # 1e-4 is the smallest lr fine-tuning tried: a smaller one might do better, and the row says so
     assert r.ours.count("at the grid's edge") == 1 and "lr 0.0001, at the grid's edge" in r.ours
     assert row(tmp_path, "1. prefix ≥ fine-tuning, full data, 2 epochs (SST-2").ours.startswith("not run yet")

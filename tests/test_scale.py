@@ -83,7 +83,8 @@ def test_deadline_stops_late_jobs_and_skips_what_cannot_finish(tmp_path):
 def write_run(out, size, ev, lr, seed, dev, score):
     d = out / "results" / eval_name(size, ev, lr, seed)
     d.mkdir(parents=True)
-    (d / "metrics.json").write_text(json.dumps({"best_dev_loss": dev, "bleu": score}))
+    metrics = {"best_dev_loss": dev, "bleu": score, "trainable_params": 100, "kept_params": 10}
+    (d / "metrics.json").write_text(json.dumps(metrics))
 
 
 def test_learning_rate_is_chosen_on_dev_loss_over_shared_seeds(tmp_path):
@@ -162,6 +163,7 @@ def test_arms_name_their_runs_and_get_their_own_lr_choice(tmp_path):
     assert by_arm["len1"]["scores"] == [30.0, 0.5] and by_arm["len1"]["n"] == 2
     text = markdown({**result, "models": []}, tmp_path)
     assert "| s | len1 | 0.001 |" in text and "(30.0, 0.5)" in text
+    assert "| 2 |  | 100 / 10 |" in text  # what the arm trains / keeps, from its runs
     # 3e-3 is the largest lr len20 tried: the report flags it, so that the grid is widened before comparing
     assert "| s | len20 | 0.003 (edge) |" in text and "(edge): the dev loss chose the smallest or the largest" in text
 
