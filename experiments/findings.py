@@ -214,8 +214,8 @@ def stability(plan: Plan) -> Row:
 def parameters(plan: Plan) -> Row:
     """Finding 8: what a prefix trains and keeps, as a share of the model's parameters."""
     finding, paper = "8. parameters per task", "~0.1% of GPT-2 medium kept (≈250K at length 5)"
-    runs = [r for r in plan.result["runs"] if r["task"] == "e2e" and r["arm"] in ("every-mlp-len10", "finetune")]
-    prefix = next((r["metrics"] for r in runs if r["arm"] == "every-mlp-len10" and r["metrics"].get("kept_params")), None)
+    prefix = next((r["metrics"] for r in plan.result["runs"] if r["task"] == "e2e" and r["arm"] == "every-mlp-len10"
+                   and r["metrics"].get("kept_params")), None)
     if prefix is None:
         return missing(finding, paper, plan, "every-mlp-len10")
     total = prefix["total_params"]
@@ -226,10 +226,15 @@ def parameters(plan: Plan) -> Row:
                f"{plan.link()}: every-mlp-len10")
 
 
-def rows(root: Path = Path("."), links: str = "") -> list[Row]:
-    """Every finding's row, from the plans' result files under `root`; `links` leads from where the table is
-    read to experiments/ (nothing for experiments/RESULTS.md)."""
-    full, low, web, abl, adapt = (Plan(n, root, links) for n in PLANS)
+def load(root: Path = Path("."), links: str = "") -> list[Plan]:
+    """The plans' finished runs under `root` (read once); `links` leads from where the table is read to
+    experiments/ (nothing for experiments/RESULTS.md)."""
+    return [Plan(n, root, links) for n in PLANS]
+
+
+def rows(root: Path = Path("."), links: str = "", plans: list[Plan] | None = None) -> list[Row]:
+    """Every finding's row, from `plans` (default: `load(root, links)`)."""
+    full, low, web, abl, adapt = plans or load(root, links)
     out = [pair("1. prefix ≥ fine-tuning, full data, 2 epochs (E2E BLEU)", "70.3 vs 68.8", full, "e2e",
                 "prefix", "finetune", at_least),
            pair("1. prefix ≥ fine-tuning, full data, 2 epochs (SST-2 accuracy)", "no SST-2 in the paper; "
@@ -260,16 +265,17 @@ def rows(root: Path = Path("."), links: str = "") -> list[Row]:
     return out
 
 
-def incomplete(root: Path = Path(".")) -> list[Plan]:
+def incomplete(plans: list[Plan]) -> list[Plan]:
     """The plans with rows still to fill."""
-    return [p for p in (Plan(n, root) for n in PLANS) if not p.complete()]
+    return [p for p in plans if not p.complete()]
 
 
 def markdown(root: Path = Path("."), links: str = "") -> str:
+    plans = load(root, links)  # collect() reads every run and scores E2E slot errors: once per plan
     lines = ["| finding | paper (GPT-2 medium) | ours: mean ± sd (n: each seed; dev-chosen lr) | verdict | runs |",
              "|---|---|---|---|---|"]
-    lines += [f"| {r.finding} | {r.paper} | {r.ours} | {r.verdict} | {r.runs} |" for r in rows(root, links)]
-    todo = incomplete(root)
+    lines += [f"| {r.finding} | {r.paper} | {r.ours} | {r.verdict} | {r.runs} |" for r in rows(plans=plans)]
+    todo = incomplete(plans)
     if todo:
         lines += ["", "Runs still to make (each resumes where it stopped; `plan` instead of `run` lists the jobs and "
                   "their hours): " + "; ".join(p.command() for p in todo) + "."]
