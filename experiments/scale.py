@@ -346,8 +346,8 @@ def collect(plan: dict, out: Path) -> dict:
                           "train_seconds": mean_of([sec for _, sec in spent]),
                           "slot_error_rate": statistics.mean(sers) if sers else None,
                           # trained while training, and kept to deploy (a prefix: its table after materialize())
-                          "trainable_params": finite[lr][0]["metrics"].get("trainable_params"),
-                          "kept_params": finite[lr][0]["metrics"].get("kept_params"),
+                          **{k: next((r["metrics"][k] for r in finite[lr] if r["metrics"].get(k) is not None), None)
+                             for k in ("trainable_params", "kept_params")},
                           # WebNLG: test BLEU on the categories seen in training and on the unseen ones
                           **{k: mean_of([r["metrics"].get(k) for r in finite[lr]]) for k in ("bleu_seen", "bleu_unseen")
                              if ev["task"] == "webnlg"},

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from experiments.scale import Job, collect, eval_name, plan_jobs, run_jobs
+from experiments.scale import Job, collect, eval_name, params, plan_jobs, run_jobs
 
 PLAN = {
     "mixture": ["a=corpus/a:1"],
@@ -102,6 +102,20 @@ def test_learning_rate_is_chosen_on_dev_loss_over_shared_seeds(tmp_path):
     # a diverged lr (non-finite dev loss) is never chosen
     write_run(tmp_path, size, ev, 1e-3, 2, float("nan"), 0.0)
     assert collect(plan, tmp_path)["table"][0]["chosen_lr"] == 3e-3
+
+
+def test_parameter_counts_come_from_any_seed_that_recorded_them(tmp_path):
+    plan = {"sizes": [{"name": "s"}], "evals": [{"task": "e2e", "method": "prefix", "lrs": [1e-3], "seeds": [0, 1]}]}
+    size, ev = plan["sizes"][0], plan["evals"][0]
+    write_run(tmp_path, size, ev, 1e-3, 0, 1.0, 50.0)
+    write_run(tmp_path, size, ev, 1e-3, 1, 1.0, 52.0)
+    older = tmp_path / "results" / eval_name(size, ev, 1e-3, 0) / "metrics.json"
+    older.write_text(json.dumps({"best_dev_loss": 1.0, "bleu": 50.0}))  # a run from before the counts were kept
+    row = collect(plan, tmp_path)["table"][0]
+    assert (row["trainable_params"], row["kept_params"]) == (100, 10)
+    (tmp_path / "results" / eval_name(size, ev, 1e-3, 1) / "metrics.json").write_text(
+        json.dumps({"best_dev_loss": 1.0, "bleu": 52.0}))
+    assert params(collect(plan, tmp_path)["table"][0]) == "– / –"
 
 
 def test_later_seeds_can_run_only_at_the_lr_the_first_seed_chose_on_dev(tmp_path):
