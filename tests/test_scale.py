@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import pytest
 
@@ -65,7 +66,6 @@ def test_deadline_stops_late_jobs_and_skips_what_cannot_finish(tmp_path):
     broken = Job("broken", script(tmp_path, "b", "raise SystemExit(3)"), tmp_path / "never2", estimate=1)
     after_broken = Job("after", [sys.executable, "-c", "pass"], tmp_path / "never3", estimate=1, needs=["broken"])
     too_long = Job("long", [sys.executable, "-c", "pass"], tmp_path / "never4", estimate=3600)
-    import time
     start = time.time()
     jobs = run_jobs([quick, slow, broken, after_broken, too_long], tmp_path, max_jobs=3, end=time.time() + 6,
                     poll=0.2)
@@ -137,7 +137,8 @@ def test_later_seeds_can_run_only_at_the_lr_the_first_seed_chose_on_dev(tmp_path
     for name in ("s-e2e-prefix-lr0.001-seed1", "s-e2e-prefix-lr0.001-seed2"):
         (tmp_path / "results" / name).mkdir(parents=True)
         (tmp_path / "results" / name / "metrics.json").write_text("{}")  # already finished
-    status = {j.name: j.status for j in run_jobs(list(jobs.values()), tmp_path, 1, None, poll=0.1)}
+        j.estimate = 3600  # longer than the deadline below: being unwanted is still told apart from no time
+    status = {j.name: j.status for j in run_jobs(list(jobs.values()), tmp_path, 1, time.time() + 30, poll=0.1)}
     assert status["s-e2e-prefix-lr0.003-seed1"] == status["s-e2e-prefix-lr0.003-seed2"] == "not needed"
     assert status["s-e2e-prefix-lr0.001-seed1"] == "done"
 
