@@ -244,7 +244,8 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
             if any(s in ("failed", "skipped", "unfinished") for s in deps):
                 j.status = "skipped"
                 continue
-            if all(s == "done" for s in deps) and j.wanted is not None and not j.wanted():
+            ready = all(s == "done" for s in deps)
+            if ready and j.wanted is not None and not j.wanted():
                 j.status = "not needed"  # settled before the clock: an unwanted job is never "skipped"
                 print(f"[{now - t0:6.0f}s] not needed: {j.name}", flush=True)
                 continue
@@ -253,7 +254,7 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
                 print(f"[{now - t0:6.0f}s] no time left for {j.name} (estimate {j.estimate:.0f}s)", flush=True)
                 continue
             first_waiting = any(not x.later and x.needs and x.status == "waiting" for x in jobs)
-            if len(running) < max_jobs and all(s == "done" for s in deps) and not (j.later and first_waiting):
+            if len(running) < max_jobs and ready and not (j.later and first_waiting):
                 j.status, j.started = "running", now
                 log = open(out / "logs" / f"{j.name}.log", "a")
                 running[j.name] = subprocess.Popen(j.cmd, stdout=log, stderr=subprocess.STDOUT, env=env,

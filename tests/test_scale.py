@@ -132,12 +132,12 @@ def test_later_seeds_can_run_only_at_the_lr_the_first_seed_chose_on_dev(tmp_path
     # the runner settles an unwanted job without starting it
     for j in jobs.values():
         j.cmd = [sys.executable, "-c", "raise SystemExit(5)"]
+        j.estimate = 3600  # longer than the deadline below: being unwanted is still told apart from no time
         if j.name.endswith("seed0"):
             j.status = "done"
     for name in ("s-e2e-prefix-lr0.001-seed1", "s-e2e-prefix-lr0.001-seed2"):
         (tmp_path / "results" / name).mkdir(parents=True)
         (tmp_path / "results" / name / "metrics.json").write_text("{}")  # already finished
-        j.estimate = 3600  # longer than the deadline below: being unwanted is still told apart from no time
     status = {j.name: j.status for j in run_jobs(list(jobs.values()), tmp_path, 1, time.time() + 30, poll=0.1)}
     assert status["s-e2e-prefix-lr0.003-seed1"] == status["s-e2e-prefix-lr0.003-seed2"] == "not needed"
     assert status["s-e2e-prefix-lr0.001-seed1"] == "done"
