@@ -23,7 +23,7 @@ TASKS = ("e2e", "webnlg", "sst2")
 METHODS = ("prefix", "finetune")
 CHOICES = {"task": TASKS, "method": METHODS, "position": ("prefix", "infix"),
            "reparam": ("mlp", "direct"), "head": ("verbalizer", "linear"),
-           "init": INITS, "base_dtype": ("auto", "float32", "bfloat16")}
+           "init": INITS, "base_dtype": ("auto", "float32", "bfloat16"), "train_sample": ("first", "seeded")}
 # the smallest allowed value of each number; lr and prefix_dropout have ranges of their own (`in_range`)
 AT_LEAST = {"prefix_len": 1, "encoder_hidden_size": 1, "epochs": 1, "batch_size": 1, "warmup_steps": 0,
             "patience": 0, "seed": 0, "max_train": 1, "max_dev": 1, "max_test": 1, "num_beams": 1,
@@ -75,6 +75,8 @@ class ExperimentConfig:
     device: str | None = setting("cpu, cuda, ...; null: cuda if available, else cpu")
     seed: int = setting("seed of the initialization, the batch order and dropout")
     max_train: int | None = setting("first N training pairs (null: all)")
+    train_sample: str = setting("first (max_train: the file's first N pairs) or seeded (N pairs drawn at random "
+                                "with the run's seed: another sample per seed, as in the paper's low-data runs)")
     max_dev: int | None = setting("first N dev pairs for the dev loss (null: all)")
     max_test: int | None = setting("first N test tables / entries / sentences (null: all)")
     num_beams: int = setting("beam width for decoding (1: greedy)")
@@ -102,6 +104,9 @@ class ExperimentConfig:
                 self.depth != "all" or self.task == "sst2" or self.init != "random" or self.prefix_dropout):
             raise ConfigError("position=infix (trainable activations between the table and the text) is built for "
                               "table-to-text (e2e, webnlg) with depth=all, init=random and no prefix_dropout")
+        if self.train_sample == "seeded" and self.max_train is None:
+            raise ConfigError("train_sample=seeded draws max_train pairs from the training set: set max_train "
+                              "(e.g. --max_train=100), or use train_sample=first for the whole set")
         if self.method == "prefix" and self.init == "text" and not self.init_text:
             raise ConfigError('init=text needs init_text, e.g. --init_text="table-to-text:"')
 
@@ -111,6 +116,11 @@ class ExperimentConfig:
         if self.base_dtype != "auto":
             return self.base_dtype
         return "bfloat16" if self.bf16 and self.method == "prefix" else "float32"
+
+    @property
+    def train_seed(self) -> int | None:
+        """The seed that draws the max_train training pairs (train_sample=seeded), or None: the first N."""
+        return self.seed if self.train_sample == "seeded" else None
 
     @property
     def run_name(self) -> str:
@@ -128,6 +138,7 @@ class ExperimentConfig:
             core += f"-{self.head}"
         model = Path(self.model).name + ("-randinit" if self.random_init else "")
         extra = f"-n{self.max_train}" if self.max_train else ""
+        extra += "-sampled" if self.train_sample == "seeded" else ""
         return f"{self.task}-{model}-{core}{extra}-seed{self.seed}"
 
     def to_dict(self) -> dict:

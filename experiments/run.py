@@ -242,7 +242,8 @@ def announce(cfg, net, base, n_train: int, n_test: int, sizes: dict[str, dict[st
 
 def generation(cfg, base, enc, run_dir, log):
     """Table-to-text: train on (table, text) pairs, beam-decode the test tables, score with the E2E metrics."""
-    train, dev, test, subsets, sizes = task_splits(cfg.task, cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test)
+    train, dev, test, subsets, sizes = task_splits(cfg.task, cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test,
+                                                   cfg.train_seed)
     train_pairs = [encode_pair(enc, table, text) for table, text in train]
     dev_pairs = [encode_pair(enc, table, text) for table, text in dev]
     test_sources = [encode_source(enc, table) for table, _ in test]
@@ -270,7 +271,7 @@ def generation(cfg, base, enc, run_dir, log):
 
 def classification(cfg, base, enc, run_dir, log):
     """SST-2: train the prefix (and a linear head, if chosen) on the template, score dev and test."""
-    splits, sizes = sst2_splits(cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test)
+    splits, sizes = sst2_splits(cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test, cfg.train_seed)
     items = {s: [(encode_example(enc, text), label) for label, text in rows] for s, rows in splits.items()}
     check_lengths(cfg, base, [len(ids) for ids, _ in items["train"]],
                   [len(ids) for split in ("dev", "test") for ids, _ in items[split]])

@@ -1,9 +1,10 @@
 """Each task's splits in the one shape the runner uses: training/dev (table, text) pairs and test
 (table, references) groups, plus named test subsets (WebNLG: seen / unseen categories); SST-2's
 (label, sentence) rows. Each file's counts are checked against the published dataset before the
-`max_*` limits cut it."""
+`max_*` limits cut it (max_train: the first N, or N drawn at random with a seed)."""
 from __future__ import annotations
 
+import random
 from typing import NamedTuple
 
 from .data import (E2E_FILES, SPLITS, check_counts, dataset_dir, group_by_mr, load_e2e, load_sst2,
@@ -21,10 +22,21 @@ class Splits(NamedTuple):
     sizes: dict[str, dict[str, int]]  # split -> the whole file's counts (before the max_* limits)
 
 
+def draw(items: list, n: int | None, seed: int | None) -> list:
+    """The first `n` items (all if n is None), or with a `seed`, n of them drawn at random, in file order."""
+    if n is None or n >= len(items):
+        return list(items)
+    if seed is None:
+        return items[:n]
+    return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), n))]
+
+
 def task_splits(task: str, data_dir=None, max_train: int | None = None, max_dev: int | None = None,
-                max_test: int | None = None) -> Splits:
-    """The first `max_*` items of each split (None: all)."""
-    limits = {"train": max_train, "dev": max_dev, "test": max_test}
+                max_test: int | None = None, train_seed: int | None = None) -> Splits:
+    """The first `max_*` items of each split (None: all); with `train_seed`, max_train training pairs drawn at
+    random from the whole training file with that seed."""
+    # a drawn sample comes from the whole file, so the whole file must be there
+    limits = {"train": max_train if train_seed is None else None, "dev": max_dev, "test": max_test}
     if task == "e2e":
         rows = {s: load_e2e(s, data_dir) for s in SPLITS}
         sizes = {s: {"references": len(rows[s]), "MRs": len(group_by_mr(rows[s]))} for s in SPLITS}
@@ -46,15 +58,18 @@ def task_splits(task: str, data_dir=None, max_train: int | None = None, max_dev:
         raise ValueError(f"unknown task {task!r}")
     for s in SPLITS:
         check_counts(task, s, sizes[s], TEST_UNIT[task] if s == "test" else "references", limits[s], where[s])
-    return Splits(train[:max_train], dev[:max_dev], test, subsets, sizes)
+    return Splits(draw(train, max_train, train_seed), dev[:max_dev], test, subsets, sizes)
 
 
 def sst2_splits(data_dir=None, max_train: int | None = None, max_dev: int | None = None,
-                max_test: int | None = None) -> tuple[dict[str, list[tuple[int, str]]], dict[str, dict[str, int]]]:
-    """SST-2's (label, sentence) rows per split, the first `max_*` of each, and each file's counts."""
-    limits = {"train": max_train, "dev": max_dev, "test": max_test}
+                max_test: int | None = None, train_seed: int | None = None
+                ) -> tuple[dict[str, list[tuple[int, str]]], dict[str, dict[str, int]]]:
+    """SST-2's (label, sentence) rows per split, the first `max_*` of each (max_train drawn at random with
+    `train_seed`, if given), and each file's counts."""
+    limits = {"train": max_train if train_seed is None else None, "dev": max_dev, "test": max_test}
     rows = {s: load_sst2(s, data_dir) for s in SPLITS}
     sizes = {s: {"sentences": len(rows[s])} for s in SPLITS}
     for s in SPLITS:
         check_counts("sst2", s, sizes[s], "sentences", limits[s], dataset_dir("sst2", data_dir) / f"stsa.binary.{s}")
-    return {s: rows[s][:limits[s]] for s in SPLITS}, sizes
+    return {"train": draw(rows["train"], max_train, train_seed),
+            **{s: rows[s][:limits[s]] for s in ("dev", "test")}}, sizes

@@ -28,7 +28,7 @@ from experiments.plots import main as plots
 from experiments.run import main as run
 from experiments.runid import RunId, recorded_settings
 from experiments.sweep import main as sweep
-from experiments.tasks import sst2_splits, task_splits
+from experiments.tasks import draw, sst2_splits, task_splits
 from experiments.train import JsonLog, LMObjective, fit
 from minigpt.datadir import find_data
 
@@ -118,6 +118,9 @@ def test_booleans_are_read_as_booleans(text, value):
     ("--depth=first", "DEPTH (depth) must be all, embedding or a list of distinct layer indices like [0,4,7], "
                       "got 'first'"),
     ("--device=gpu", "device must be null (cuda if available, else cpu), cpu, cuda, cuda:N or mps, got 'gpu'"),
+    ("--train_sample=random", "train_sample must be one of first, seeded, got 'random'"),
+    ("--train_sample=seeded", "train_sample=seeded draws max_train pairs from the training set: set max_train "
+                              "(e.g. --max_train=100), or use train_sample=first for the whole set"),
 ])
 def test_bad_values_are_refused_in_one_line(arg, message):
     with pytest.raises(SystemExit) as e:
@@ -249,6 +252,53 @@ def test_a_cut_sst2_file_is_refused_unless_a_limit_fits(tmp_path):
         sst2_splits(tmp_path / "data")
     splits, sizes = sst2_splits(tmp_path / "data", max_test=50)
     assert len(splits["test"]) == 50 and sizes["test"] == {"sentences": 100}
+
+
+@pytest.mark.parametrize("task", ["e2e", "webnlg", "sst2"])
+def test_a_seeded_training_sample_is_drawn_from_the_whole_file_one_per_seed(task):
+    def train(**kw):
+        if task == "sst2":
+            return sst2_splits(max_dev=4, max_test=3, **kw)[0]["train"]
+        return task_splits(task, max_dev=4, max_test=3, **kw).train
+
+    whole = train()
+    position = {item: i for i, item in reversed(list(enumerate(whole)))}  # each item's first place in the file
+    first = train(max_train=50)
+    assert first == whole[:50]
+    samples = {seed: train(max_train=50, train_seed=seed) for seed in (0, 1, 2)}
+    assert train(max_train=50, train_seed=1) == samples[1]  # the same seed draws the same pairs
+    for seed, sample in samples.items():
+        assert len(sample) == 50 and all(item in position for item in sample)
+        assert sample != first and max(position[item] for item in sample) >= 50  # not the file's first pairs
+    assert len({tuple(sample) for sample in samples.values()}) == 3  # another sample per seed
+    assert train(max_train=len(whole) + 5, train_seed=0) == whole
+    assert draw(list(range(1000)), 50, 0) == sorted(draw(list(range(1000)), 50, 0))  # kept in file order
+
+
+def test_a_seeded_sample_needs_the_whole_training_file(tmp_path):
+    d = tmp_path / "data" / "e2e"
+    d.mkdir(parents=True)
+    for f in data.E2E_FILES.values():
+        if f == "trainset.csv":  # the header and 99 references: enough for the first 50, not for a sample
+            lines = (E2E / f).read_text(encoding="utf-8").splitlines(keepends=True)
+            (d / f).write_text("".join(lines[:100]), encoding="utf-8")
+        else:
+            (d / f).symlink_to(E2E / f)
+    assert len(task_splits("e2e", d.parent, max_train=50, max_dev=4, max_test=3).train) == 50
+    with pytest.raises(DataError, match=r"trainset.csv: the e2e train split holds 99 references \(published: 42,061\)"):
+        task_splits("e2e", d.parent, max_train=50, max_dev=4, max_test=3, train_seed=0)
+
+
+def test_a_seeded_run_trains_on_its_seeds_sample_under_its_own_name(tmp_path, gpt2_vocab_dir, monkeypatch):
+    asked = []
+    real = run_mod.task_splits
+    monkeypatch.setattr(run_mod, "task_splits", lambda *a: asked.append(a[-1]) or real(*a))
+    cfg = parse_cli(tiny(tmp_path, gpt2_vocab_dir, "--train_sample=seeded", "--seed=3"))
+    assert cfg.train_seed == 3 and parse_cli(tiny(tmp_path, gpt2_vocab_dir, "--seed=3")).train_seed is None
+    assert cfg.run_name.endswith("-n12-sampled-seed3")
+    metrics = run(tiny(tmp_path, gpt2_vocab_dir, "--train_sample=seeded", "--seed=3"))
+    assert asked == [3] and metrics["n_train"] == 12
+    assert json.loads((tmp_path / "results" / cfg.run_name / "config.json").read_text())["train_sample"] == "seeded"
 
 
 def test_the_named_data_dir_supplies_the_bpe_files(tmp_path, gpt2_vocab_dir, monkeypatch, capsys):
