@@ -1,6 +1,6 @@
 """The scale curve: pretrain a family of models on one mixture, then prefix-tune and fine-tune each.
 
-    python -m experiments.scale plan [PLAN]                      (the jobs, and hours by the plan's estimates)
+    python -m experiments.scale plan [PLAN]                      (the jobs left, and their expected hours)
     python -m experiments.scale run [PLAN] [--out DIR] [--deadline SECONDS] [--jobs N]
     python -m experiments.scale report [PLAN] [--out DIR]
     make scale                                  (run, then report, with configs/scale.json)
@@ -14,9 +14,12 @@ which saves (lrs - 1) runs per further seed on a CPU).
 `experiments/configs/adaptation.json` is such a plan: no adaptation vs per-task vs shared adaptation. `run`
 starts every job as soon as what it needs is done (a model's evaluations
 wait for its pretraining), up to --jobs at a time on one machine (they share a GPU well: at these sizes
-each process is bound by kernel launches). With --deadline, no job starts that cannot finish in time by
-its plan's estimate, and jobs still running at the deadline are stopped and recorded as unfinished, so a
-fixed budget always ends with what finished written down. Finished jobs are not run again.
+each process is bound by kernel launches). With --deadline, no job starts that cannot finish in time, and
+jobs still running at the deadline are stopped and recorded as unfinished, so a fixed budget always ends
+with what finished written down. Finished jobs are not run again. A job's expected time is learnt from the
+runs finished in the output folder (`Clock`): its arm's longest run times 1.25, or, for an arm not run yet,
+its plan estimate corrected by how far off the estimates were for the arms that have run; so a budget is
+filled even when the plan's estimates were made on another machine.
 
 `report` chooses each (size, task, method)'s learning rate by its mean best dev loss over seeds (the test
 set is never looked at to choose), writes `<out>/scale.json` (every run and the choices) and
@@ -75,10 +78,11 @@ class Job:
     name: str
     cmd: list[str]
     done_file: Path  # exists once the job has finished well
-    estimate: float  # seconds, for the deadline
+    estimate: float  # seconds, the plan's (for the deadline, `Clock` corrects it with measured runs)
     needs: list[str] = field(default_factory=list)
     later: bool = False  # a further seed: starts only once every first-seed run has started
     wanted: Callable[[], bool] | None = None  # asked once `needs` are done; False: the job is not needed
+    group: str = ""  # jobs that cost about the same (one arm of one model); "": its own
     status: str = "waiting"  # waiting, running, done, failed, unfinished, skipped, not needed
     started: float | None = None
     seconds: float | None = None
@@ -168,8 +172,51 @@ def plan_jobs(plan: dict, out: Path, py: str = sys.executable) -> list[Job]:
         cmd += [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in ev.get("args", {}).items()]
         estimate = ev.get("seconds", 120) * size.get("eval_cost", 1.0)
         jobs.append(Job(name, cmd, out / "results" / name / "metrics.json", estimate, needs=needs,
-                        later=seed != first and plan.get("seeds_first", True), wanted=wanted))
+                        later=seed != first and plan.get("seeds_first", True), wanted=wanted,
+                        group=f"{size['name']}-{ev['task']}-{arm(ev)}"))
     return jobs
+
+
+class Clock:
+    """Each job's expected seconds, learnt from the runs that finished in the output folder.
+
+    An arm (task, arm and model) with finished runs: its longest run times MARGIN. An arm without: its plan
+    estimate times MARGIN times the median measured/estimated ratio of the arms that have finished runs (how
+    far off the plan's estimates are on this machine), or the plan's estimate as it is when none has."""
+
+    MARGIN = 1.25
+
+    def __init__(self, jobs: list[Job]):
+        self.took: dict[str, list[float]] = {}
+        self.estimates = {j.group: j.estimate for j in jobs if j.group}
+        for j in jobs:
+            if j.group and j.done_file.exists():
+                try:  # training and decoding; a record without timings leaves the plan's estimate standing
+                    m = json.loads(j.done_file.read_text())
+                    self.add(j, float(m["train_seconds"]) + float(m.get("decode_seconds") or 0))
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
+
+    def add(self, j: Job, seconds: float) -> None:
+        if j.group:
+            self.took.setdefault(j.group, []).append(seconds)
+
+    def ratio(self) -> float | None:
+        """How far off the plan's estimates are: the median over measured arms of longest run / estimate."""
+        ratios = [max(t) / self.estimates[g] for g, t in self.took.items() if self.estimates.get(g)]
+        return statistics.median(ratios) if ratios else None
+
+    def __call__(self, j: Job) -> float:
+        if j.group in self.took:
+            return self.MARGIN * max(self.took[j.group])
+        r = self.ratio()
+        return j.estimate if r is None else self.MARGIN * r * j.estimate
+
+    def source(self, j: Job) -> str:
+        if j.group in self.took:
+            return f"its arm's longest finished run x {self.MARGIN:g}"
+        r = self.ratio()
+        return "the plan's estimate" if r is None else f"the plan's estimate x {self.MARGIN * r:.2f}, as measured on other arms"
 
 
 def chosen_by_first_seed(out: Path, size: dict, ev: dict, lr: float) -> Callable[[], bool]:
@@ -215,6 +262,7 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
     for j in jobs:
         if j.done_file.exists():
             j.status = "done"
+    clock = Clock(jobs)
     while True:
         now = time.time()
         for name, proc in list(running.items()):
@@ -222,6 +270,8 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
                 j = by_name[name]
                 j.seconds, j.returncode = round(now - j.started, 1), proc.returncode
                 j.status = "done" if proc.returncode == 0 and j.done_file.exists() else "failed"
+                if j.status == "done":
+                    clock.add(j, j.seconds)
                 del running[name]
                 left = sum(x.status in ("waiting", "running") for x in jobs)
                 print(f"[{now - t0:6.0f}s] {j.status}: {name} ({j.seconds:.0f}s); {left} jobs left", flush=True)
@@ -249,9 +299,10 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
                 j.status = "not needed"  # settled before the clock: an unwanted job is never "skipped"
                 print(f"[{now - t0:6.0f}s] not needed: {j.name}", flush=True)
                 continue
-            if end is not None and (now >= end or now + j.estimate > end):
+            if end is not None and (now >= end or now + clock(j) > end):
                 j.status = "skipped"
-                print(f"[{now - t0:6.0f}s] no time left for {j.name} (estimate {j.estimate:.0f}s)", flush=True)
+                print(f"[{now - t0:6.0f}s] no time left for {j.name} (expected {clock(j):.0f}s: "
+                      f"{clock.source(j)})", flush=True)
                 continue
             first_waiting = any(not x.later and x.needs and x.status == "waiting" for x in jobs)
             if len(running) < max_jobs and ready and not (j.later and first_waiting):
@@ -609,14 +660,18 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or plan.get("out", "experiments/scale"))
     if args.action == "plan":
         jobs = plan_jobs(plan, out)
-        todo = [j for j in jobs if not j.done_file.exists()]
+        by_name, clock = {j.name: j for j in jobs}, Clock(jobs)
+        # left out: finished jobs, and later seeds at an lr their first seed's finished runs did not choose
+        todo = [j for j in jobs if not j.done_file.exists() and not (
+            j.wanted is not None and all(by_name[d].done_file.exists() for d in j.needs) and not j.wanted())]
         for j in todo:
-            print(f"{j.estimate / 60:6.1f} min  {j.name}{'  (if its lr is chosen)' if j.wanted else ''}")
+            print(f"{clock(j) / 60:6.1f} min  {j.name}{'  (if its lr is chosen)' if j.wanted else ''}"
+                  f"  ({clock.source(j)})")
         lrs = {eval_name(size, ev, lr, seed): len(ev["lrs"]) for size in plan["sizes"] for ev in plan["evals"]
                for lr in ev["lrs"] for seed in ev["seeds"]}
-        expected = sum(j.estimate / (lrs.get(j.name, 1) if j.wanted else 1) for j in todo)
-        print(f"{len(todo)} of {len(jobs)} jobs not done; by the plan's estimates (one job at a time) "
-              f"{expected / 3600:.1f} h, counting a later seed's run only at the lr its first seed chose")
+        hours = sum(clock(j) / (lrs.get(j.name, 1) if j.wanted else 1) for j in todo) / 3600
+        print(f"{len(todo)} of {len(jobs)} jobs not done; {hours:.1f} h one job at a time, counting a later "
+              f"seed's run only at the lr its first seed chose")
         return
     if args.action == "run":
         jobs = args.jobs or plan.get("jobs", 4)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from experiments.scale import Job, collect, eval_name, params, plan_jobs, run_jobs
+from experiments.scale import Clock, Job, collect, eval_name, params, plan_jobs, run_jobs
 
 PLAN = {
     "mixture": ["a=corpus/a:1"],
@@ -29,6 +29,7 @@ def test_plan_pretrains_first_and_runs_every_first_seed_before_any_other(tmp_pat
     later = [j.later for j in evals]
     assert later == sorted(later)  # first seeds, then the rest
     assert all(j.needs == [f"pretrain-{j.name.split('-')[0]}"] for j in evals)
+    assert {j.group for j in evals if j.name.startswith("s-e2e")} == {"s-e2e-prefix"}  # one arm: one cost
     scratch, cont = jobs[0].cmd, jobs[2].cmd
     assert "--compile" in scratch and "--no-bf16" not in scratch  # booleans are switches
     assert scratch[scratch.index("--n-embd") + 1] == "8" and "--init-from" not in scratch
@@ -78,6 +79,42 @@ def test_deadline_stops_late_jobs_and_skips_what_cannot_finish(tmp_path):
     # a second run does not repeat what finished
     again = run_jobs([Job("quick", [sys.executable, "-c", "raise SystemExit(1)"], done, 1)], tmp_path, 1, None, 0.2)
     assert again[0].status == "done"
+
+
+def finished(tmp_path, name, group, estimate, seconds=None):
+    """A job of `group`; with `seconds`, one that has finished, its metrics.json recording that long."""
+    done = tmp_path / name / "metrics.json"
+    if seconds is not None:
+        done.parent.mkdir(parents=True)
+        done.write_text(json.dumps({"train_seconds": seconds - 10, "decode_seconds": 10}))
+    return Job(name, [sys.executable, "-c", "pass"], done, estimate=estimate, group=group)
+
+
+def test_expected_times_are_learnt_from_finished_runs(tmp_path):
+    jobs = [finished(tmp_path, "a0", "a", 300, seconds=100), finished(tmp_path, "a1", "a", 300, seconds=120),
+            finished(tmp_path, "b0", "b", 500, seconds=400), finished(tmp_path, "b1", "b", 500),
+            finished(tmp_path, "a2", "a", 300), finished(tmp_path, "c0", "c", 1000), Job("own", [], tmp_path / "own", 50)]
+    clock = Clock(jobs)
+    assert clock(jobs[4]) == pytest.approx(1.25 * 120) and clock(jobs[3]) == pytest.approx(1.25 * 400)
+    # an arm not run yet: its estimate, corrected by the median of the measured arms' ratios (0.4 and 0.8)
+    assert clock(jobs[5]) == pytest.approx(1.25 * 0.6 * 1000)
+    assert "x 0.75" in clock.source(jobs[5]) and "longest finished run" in clock.source(jobs[4])
+    assert clock(jobs[6]) == pytest.approx(1.25 * 0.6 * 50)  # ungrouped: corrected, never measured
+    clock.add(jobs[5], 2000)  # a run finishing while the sweep runs counts at once
+    assert clock(jobs[5]) == pytest.approx(2500)
+    unmeasured = finished(tmp_path, "d0", "d", 70)
+    nothing = Clock([unmeasured])  # no run finished yet: the plan's estimate as it is
+    assert nothing(unmeasured) == 70 and nothing.source(unmeasured) == "the plan's estimate"
+
+
+def test_the_deadline_trusts_measured_times_over_the_plans_estimates(tmp_path):
+    # the plan says an hour, but this arm's runs took 2 s: it fits a 60 s budget; the reverse does not
+    quick = [finished(tmp_path, "q0", "quick", 3600, seconds=2), finished(tmp_path, "q1", "quick", 3600)]
+    slow = [finished(tmp_path, "s0", "slow", 1, seconds=3600), finished(tmp_path, "s1", "slow", 1)]
+    quick[1].cmd = [sys.executable, "-c", f"open({str(quick[1].done_file)!r}, 'w').write('{{}}')"]
+    quick[1].done_file.parent.mkdir()
+    status = {j.name: j.status for j in run_jobs(quick + slow, tmp_path, 1, time.time() + 60, poll=0.1)}
+    assert status == {"q0": "done", "q1": "done", "s0": "done", "s1": "skipped"}
 
 
 def write_run(out, size, ev, lr, seed, dev, score):
