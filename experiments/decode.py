@@ -15,8 +15,9 @@ def newline_token_ids(enc) -> list[int]:
 
 @torch.no_grad()
 def decode(net, enc, sources: list[list[int]], *, num_beams: int = 5, max_new_tokens: int = 80,
-           batch_size: int = 32, bf16: bool = False, desc: str = "decoding") -> list[str]:
-    """One output string per source (in the given order). `net` has `generate` like `GPT.generate`."""
+           batch_size: int = 32, bf16: bool = False, desc: str = "decoding", drop_settled: bool = True) -> list[str]:
+    """One output string per source (in the given order). `net` has `generate` like `GPT.generate`
+    (`drop_settled`: see there; False only to measure what dropping settled rows saves, bench/decode.py)."""
     banned = newline_token_ids(enc)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths share a batch
     outputs: list[str] = [""] * len(sources)
@@ -33,7 +34,8 @@ def decode(net, enc, sources: list[list[int]], *, num_beams: int = 5, max_new_to
                 mask[row, T - len(sources[i]):] = 1
             with bf16_autocast():
                 out = net.generate(ids.to(device), max_new_tokens, attention_mask=mask.to(device),
-                                   num_beams=num_beams, eos_token_id=EOT, bad_token_ids=banned)
+                                   num_beams=num_beams, eos_token_id=EOT, bad_token_ids=banned,
+                                   drop_settled=drop_settled)
             for row, i in enumerate(idx):
                 new = out[row, T:].tolist()
                 new = new[:new.index(EOT)] if EOT in new else new

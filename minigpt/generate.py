@@ -4,6 +4,8 @@ Beam search follows the vectorized algorithm of Hugging Face `generate` (transfo
 2·num_beams best continuations, finish those that end in end-of-text (or reach the length limit) with
 score = sum log-prob / generated_length ** length_penalty, and stop once no running beam can beat the
 worst finished one. Banned tokens and `min_new_tokens` are applied to the log-probabilities, as there.
+A row whose running beams can no longer beat its finished ones is settled and leaves the batch (its
+cache rows are dropped), so a batch costs what its unsettled rows cost, not what its longest row does.
 """
 from __future__ import annotations
 
@@ -71,6 +73,12 @@ class Stepper:
         w = self.model.lm_head.weight
         return self.model.lm_head(out.to(w.dtype)[None]).float().expand(rows, -1)
 
+    def select(self, index: torch.Tensor) -> None:
+        """Cache row b becomes old row index[b] (beam reordering); fewer rows drop the others (settled rows)."""
+        if self.mask is not None and index.shape[0] != self.mask.shape[0]:
+            self.mask = self.mask.index_select(0, index)  # a row's beams share its prompt's padding
+        self.cache.reorder(index)
+
     def repeat_rows(self, n: int) -> None:
         """Every row becomes n identical rows (beams start from their row's prompt)."""
         rows = self.cache.k[0].shape[0]
@@ -101,7 +109,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
              min_new_tokens: int = 0, eos_token_id: int | None = None,
              bad_token_ids: Sequence[int] | None = None, pad_token_id: int | None = None,
              generator: torch.Generator | None = None,
-             infix: tuple[Sequence[PrefixKV], torch.Tensor] | None = None) -> torch.Tensor:
+             infix: tuple[Sequence[PrefixKV], torch.Tensor] | None = None, drop_settled: bool = True) -> torch.Tensor:
     """Continue `input_ids` (B, T); returns (B, T + new) ids, at most `max_new_tokens` new.
 
     `prefix`, `attention_mask` (left padding) and `position_offset` are as in `GPT.forward`;
@@ -110,6 +118,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     `inputs_embeds` (B, T, C), if given, is fed instead of the prompt's token embeddings (prompt tuning)
     while `input_ids` still supplies the returned prompt ids. Rows that end (end-of-text) are padded
     with `pad_token_id` (default: `eos_token_id`). Decoding stops when every row has ended.
+    `drop_settled` (beam search): a settled row leaves the batch (False: every row runs until the last
+    one settles, as the reference implementation does; the outputs are the same, only the cost differs).
     """
     check_arguments(max_new_tokens, num_beams, do_sample, temperature, top_k, top_p)
     if max_new_tokens == 0:
@@ -130,7 +140,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
         new = greedy_or_sampled(stepper, logits, pick, max_new_tokens, ban, eos_token_id, pad)
         return torch.cat([input_ids, new], dim=1)
     return beam_search(stepper, logits, input_ids, num_beams, max_new_tokens, ban, eos_token_id, pad,
-                       length_penalty)
+                       length_penalty, drop_settled)
 
 
 def greedy_or_sampled(stepper: Stepper, logits: torch.Tensor, pick, max_new_tokens: int, ban: dict,
@@ -169,10 +179,27 @@ class BeamState:
         self.improvable = torch.ones(B, 1, dtype=torch.bool, device=dev)  # can a running beam still win?
         self.rows = torch.arange(B, device=dev)[:, None]
 
-    def advance(self, logp: torch.Tensor, t: int, last: bool, eos_token_id: int | None) -> tuple[torch.Tensor, bool]:
-        """One step from log-probs (B, n, V) (already banned): keep the n best running continuations and
-        move ended ones into the finished pool. Returns the flat cache rows the new beams come from (B * n,)
-        and whether every continuation ended."""
+    def advance(self, logp: torch.Tensor, t: int, last: bool, eos_token_id: int | None,
+                active: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+        """One step from log-probs (b, n, V) (already banned) of the rows `active` (b,) (default: all B):
+        keep the n best running continuations and move ended ones into the finished pool. Returns the flat
+        cache rows the new beams come from (b * n,) and whether every continuation ended."""
+        if active is None or active.shape[0] == self.running.shape[0]:
+            return self._advance(logp, t, last, eos_token_id)
+        names = ("running", "finished", "run_scores", "fin_scores", "fin_flag", "fin_len", "improvable")
+        full = {k: getattr(self, k) for k in names + ("rows",)}
+        for k in names:  # the active rows' state, stepped as a batch of its own, then written back
+            setattr(self, k, full[k][active])
+        self.rows = full["rows"][:active.shape[0]]
+        try:
+            return self._advance(logp, t, last, eos_token_id)
+        finally:
+            for k in names:
+                full[k][active] = getattr(self, k)
+                setattr(self, k, full[k])
+            self.rows = full["rows"]
+
+    def _advance(self, logp: torch.Tensor, t: int, last: bool, eos_token_id: int | None) -> tuple[torch.Tensor, bool]:
         B, n, V = logp.shape
         rows, K = self.rows, 2 * n
         top_scores, top_idx = torch.topk((logp + self.run_scores[..., None]).view(B, n * V), K)  # (B, K)
@@ -207,17 +234,21 @@ class BeamState:
 
 
 def beam_search(stepper: Stepper, logits: torch.Tensor, input_ids: torch.Tensor, n: int, max_new_tokens: int,
-                ban: dict, eos_token_id: int | None, pad: int, length_penalty: float) -> torch.Tensor:
+                ban: dict, eos_token_id: int | None, pad: int, length_penalty: float,
+                drop_settled: bool = True) -> torch.Tensor:
     """Beam search with n beams per row (the algorithm of the module docstring); returns (B, T + new)."""
-    B = input_ids.shape[0]
     stepper.repeat_rows(n)  # every beam starts from its row's prompt
     logits = logits.repeat_interleave(n, 0)
     state = BeamState(input_ids, n, max_new_tokens, pad, length_penalty)
+    active = torch.arange(input_ids.shape[0], device=input_ids.device)  # the rows not settled yet
     for t in range(max_new_tokens):
-        logp = _ban(F.log_softmax(logits, -1), t, **ban).view(B, n, -1)
-        src, all_ended = state.advance(logp, t, t == max_new_tokens - 1, eos_token_id)
-        stepper.cache.reorder(src)
-        if not bool(state.improvable.any()) or all_ended:
+        logp = _ban(F.log_softmax(logits, -1), t, **ban).view(active.shape[0], n, -1)
+        src, all_ended = state.advance(logp, t, t == max_new_tokens - 1, eos_token_id, active)
+        going = state.improvable[active, 0]
+        if not bool(going.any()) or all_ended:
             break
-        logits = stepper.logits(state.running[:, :, state.T + t].reshape(-1, 1))
+        if drop_settled and not bool(going.all()):  # settled rows leave: their outputs can no longer change
+            src, active = src.view(-1, n)[going].flatten(), active[going]
+        stepper.select(src)
+        logits = stepper.logits(state.running[active, :, state.T + t].reshape(-1, 1))
     return state.best()

@@ -4,6 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from test_experiment_run import gpt2_vocab_dir  # noqa: F401 (a fixture)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,3 +35,22 @@ def test_quick_bench_times_every_setting_and_decodes_like_transformers():
     for r in results.values():  # each row names the run that measured it, and the tables say so
         assert r["command"] == "python -m bench.bench --quick --no-memory" and r["date"], r["setting"]
     assert "Runs (last column of the tables): 1 = `python -m bench.bench --quick --no-memory`" in out.stdout
+
+
+def test_decode_bench_decodes_a_runs_test_set_both_ways_alike(tmp_path, gpt2_vocab_dir, capsys):
+    from test_experiment_run import tiny
+
+    from bench.decode import main as bench_decode
+    from experiments.config import parse_cli
+    from experiments.run import main as run
+
+    args = tiny(tmp_path, gpt2_vocab_dir, "--max_test=4")
+    run(args)
+    folder = tmp_path / "runs" / parse_cli(args).run_name
+    capsys.readouterr()
+    bench_decode(["--run", str(folder), "--max-test", "4", "--repeats", "2", "--no-write"])
+    row = json.loads(capsys.readouterr().out)
+    assert row["items"] == 4 and row["same_outputs"] and row["num_beams"] == 2
+    assert all(len(s) == 2 and min(s) > 0 for s in row["seconds"].values())
+    with pytest.raises(SystemExit, match="not a finished prefix run"):
+        bench_decode(["--run", str(tmp_path), "--no-write"])

@@ -154,6 +154,34 @@ def test_left_padded_batch_equals_one_by_one(tiny_pair, num_beams):
         assert torch.equal(batched[i, T:], alone[0, len(p):])
 
 
+def test_settled_rows_leave_the_beam_batch_without_changing_any_output(tmp_path, monkeypatch):
+    """Rows end at different steps: each row's beams equal the reference's, decoded alone or in the batch,
+    while the batch shrinks as rows settle."""
+    from minigpt import generate as gen
+    eos, hf = 7, hf_model(seed=3)
+    with torch.no_grad():
+        hf.transformer.wte.weight[eos] *= 5  # end-of-text likely in some contexts: rows end at different steps
+    hf.save_pretrained(tmp_path)
+    hf, ours = hf.eval(), GPT.from_pretrained(tmp_path).eval()
+    x = torch.randint(0, 101, (8, 5), generator=torch.Generator().manual_seed(1))
+    rows = []
+    real = gen.Stepper.select
+    monkeypatch.setattr(gen.Stepper, "select", lambda self, index: rows.append(index.shape[0]) or real(self, index))
+    with torch.no_grad():
+        batched = ours.generate(x, 16, num_beams=4, eos_token_id=eos)
+        ref = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=16, num_beams=4, do_sample=False,
+                          eos_token_id=eos, pad_token_id=eos)
+        assert torch.equal(batched, ref[:, :batched.shape[1]]) and (ref[:, batched.shape[1]:] == eos).all()
+        assert rows[0] == 8 * 4 and min(rows) < 8 * 4 and rows == sorted(rows, reverse=True)  # it did shrink
+        rows.clear()
+        assert torch.equal(ours.generate(x, 16, num_beams=4, eos_token_id=eos, drop_settled=False), batched)
+        assert set(rows) == {8 * 4}  # without dropping, every row runs to the end
+        for i in range(len(x)):
+            alone = ours.generate(x[i:i + 1], 16, num_beams=4, eos_token_id=eos)
+            n = alone.shape[1]
+            assert torch.equal(batched[i, :n], alone[0]) and (batched[i, n:] == eos).all()
+
+
 def test_sampling_is_seeded_and_respects_top_k(tiny_pair):
     ours, _ = tiny_pair
     x = torch.randint(0, 101, (2, 4))
