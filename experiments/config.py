@@ -74,7 +74,7 @@ class ExperimentConfig:
     base_dtype: str = setting("auto (bfloat16 if bf16 is on and the base is frozen, else float32), float32, bfloat16")
     device: str | None = setting("cpu, cuda, ...; null: cuda if available, else cpu")
     seed: int = setting("seed of the initialization, the batch order and dropout")
-    max_train: int | None = setting("first N training pairs (null: all)")
+    max_train: int | None = setting("N training pairs, the first N or a random N (train_sample) (null: all)")
     train_sample: str = setting("first (max_train: the file's first N pairs) or seeded (N pairs drawn at random "
                                 "with the run's seed: another sample per seed, as in the paper's low-data runs)")
     max_dev: int | None = setting("first N dev pairs for the dev loss (null: all)")
