@@ -8,8 +8,7 @@ transformers' `generate` does). Writes a table into bench/RESULTS.md (between th
 The run's own settings (run.json: base model, precision, beam width, length limit, decoding batch) are
 used, as `experiments.run` decodes its test set. Both ways decode the same sources in one process,
 alternating (the order flipped every repeat); medians of --repeats. The outputs must be identical: the
-script stops if one differs. With --predictions (the run's own predictions.txt, written when it finished,
-perhaps by older code), the outputs must also equal those.
+script stops if one differs.
 """
 from __future__ import annotations
 
@@ -56,7 +55,6 @@ def main(argv=None) -> None:
     ap.add_argument("--max-test", type=int, default=None, help="first N test items (default: the whole set)")
     ap.add_argument("--repeats", type=int, default=3, help="timed decodes per way (median reported)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--predictions", type=Path, help="the run's predictions.txt: the outputs must equal it")
     ap.add_argument("--no-write", action="store_true", help="print the table; leave bench/ as it is")
     args = ap.parse_args(argv)
     if args.threads:
@@ -83,13 +81,6 @@ def main(argv=None) -> None:
             bad = next(i for i, (a, b) in enumerate(zip(*outputs.values())) if a != b)
             raise SystemExit(f"the two ways decode test item {bad} differently: {list(outputs.values())[0][bad]!r} "
                              f"vs {list(outputs.values())[1][bad]!r}")
-    recorded = None
-    if args.predictions:
-        recorded = args.predictions.read_text(encoding="utf-8").splitlines()[:len(sources)]
-        bad = next((i for i, (a, b) in enumerate(zip(outputs["drop settled rows"], recorded)) if a != b), None)
-        if len(recorded) != len(sources) or bad is not None:
-            raise SystemExit(f"{args.predictions} differs from this decoding at test item {bad} "
-                             f"({len(recorded)} lines for {len(sources)} items)")
     med = {way: statistics.median(s) for way, s in seconds.items()}
     device = next(net.parameters()).device.type
     where = machine()
@@ -100,7 +91,6 @@ def main(argv=None) -> None:
            "seconds": {w: [round(x, 2) for x in s] for w, s in seconds.items()},
            "median_seconds": {w: round(x, 2) for w, x in med.items()},
            "speedup": round(med["every row to the end"] / med["drop settled rows"], 2), "same_outputs": True,
-           "equals_recorded_predictions": None if recorded is None else True,
            "command": "python -m bench.decode " + " ".join(sys.argv[1:] if argv is None else argv),
            "commit": COMMIT, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(row, indent=1))
@@ -110,13 +100,12 @@ def main(argv=None) -> None:
     rows = json.loads(out.read_text()) if out.exists() else []
     rows.append(row)
     atomic_write(out, lambda t: Path(t).write_text(json.dumps(rows, indent=1) + "\n"))
-    lines = ["| run | items | beam | every row to the end (s) | drop settled rows (s) | speedup | same outputs "
-             "(both ways; = the run's predictions.txt) | machine, threads, date |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | items | beam | every row to the end (s) | drop settled rows (s) | speedup | same outputs | "
+             "machine, threads, date |", "|---|---|---|---|---|---|---|---|"]
     for x in rows:
         m = x["median_seconds"]
         lines.append(f"| {Path(x['run']).name} | {x['items']} | {x['num_beams']} | {m['every row to the end']:.1f} | "
-                     f"{m['drop settled rows']:.1f} | {x['speedup']:.2f}x | {'yes' if x['same_outputs'] else 'no'}; "
-                     f"{ {None: 'not checked', True: 'yes'}[x.get('equals_recorded_predictions')]} | "
+                     f"{m['drop settled rows']:.1f} | {x['speedup']:.2f}x | {'yes' if x['same_outputs'] else 'no'} | "
                      f"{x['device']}, {x['threads']}, {x['date']} |")
     write_section(ROOT / "bench" / "RESULTS.md", "DECODE", "\n".join(lines))
     print(f"wrote {out} and the DECODE table of bench/RESULTS.md")

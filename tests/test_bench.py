@@ -48,16 +48,9 @@ def test_decode_bench_decodes_a_runs_test_set_both_ways_alike(tmp_path, gpt2_voc
     run(args)
     folder = tmp_path / "runs" / parse_cli(args).run_name
     capsys.readouterr()
-    predictions = tmp_path / "results" / folder.name / "predictions.txt"
-    bench_decode(["--run", str(folder), "--max-test", "4", "--repeats", "2", "--no-write", "--predictions",
-                  str(predictions)])
+    bench_decode(["--run", str(folder), "--max-test", "4", "--repeats", "2", "--no-write"])
     row = json.loads(capsys.readouterr().out)
-    assert row["items"] == 4 and row["same_outputs"] and row["equals_recorded_predictions"] and row["num_beams"] == 2
+    assert row["items"] == 4 and row["same_outputs"] and row["num_beams"] == 2
     assert all(len(s) == 2 and min(s) > 0 for s in row["seconds"].values())
-    lines = predictions.read_text().splitlines()
-    predictions.write_text("\n".join([lines[0] + " (edited)", *lines[1:]]) + "\n")
-    with pytest.raises(SystemExit, match="predictions.txt differs from this decoding at test item 0"):
-        bench_decode(["--run", str(folder), "--max-test", "4", "--repeats", "1", "--no-write", "--predictions",
-                      str(predictions)])
     with pytest.raises(SystemExit, match="not a finished prefix run"):
         bench_decode(["--run", str(tmp_path), "--no-write"])
