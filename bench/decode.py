@@ -51,12 +51,19 @@ def load_run(run: Path) -> tuple[ExperimentConfig, PrefixTuner]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", type=Path, required=True, help="a prefix run's folder (run.json, prefix/)")
+    ap.add_argument("--run", type=Path, help="a prefix run's folder (run.json, prefix/)")
     ap.add_argument("--max-test", type=int, default=None, help="first N test items (default: the whole set)")
     ap.add_argument("--repeats", type=int, default=3, help="timed decodes per way (median reported)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--no-write", action="store_true", help="print the table; leave bench/ as it is")
+    ap.add_argument("--report", action="store_true", help="only rewrite the table from the results files")
     args = ap.parse_args(argv)
+    if args.report:
+        for out in sorted((ROOT / "bench").glob("results-decode-*.json")):
+            write_table(json.loads(out.read_text()))
+        return
+    if args.run is None:
+        ap.error("--run is required (a prefix run's folder)")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg, net = load_run(args.run)
@@ -100,6 +107,11 @@ def main(argv=None) -> None:
     rows = json.loads(out.read_text()) if out.exists() else []
     rows.append(row)
     atomic_write(out, lambda t: Path(t).write_text(json.dumps(rows, indent=1) + "\n"))
+    write_table(rows)
+    print(f"wrote {out} and the DECODE table of bench/RESULTS.md")
+
+
+def write_table(rows: list[dict]) -> None:
     lines = ["| run | items | beam | every row to the end (s) | drop settled rows (s) | speedup | same outputs | "
              "machine, threads, date |", "|---|---|---|---|---|---|---|---|"]
     for x in rows:
@@ -108,7 +120,6 @@ def main(argv=None) -> None:
                      f"{m['drop settled rows']:.1f} | {x['speedup']:.2f}x | {'yes' if x['same_outputs'] else 'no'} | "
                      f"{x['device']}, {x['threads']}, {x['date']} |")
     write_section(ROOT / "bench" / "RESULTS.md", "DECODE", "\n".join(lines))
-    print(f"wrote {out} and the DECODE table of bench/RESULTS.md")
 
 
 if __name__ == "__main__":
