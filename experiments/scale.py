@@ -206,17 +206,20 @@ class Clock:
         ratios = [max(t) / self.estimates[g] for g, t in self.took.items() if self.estimates.get(g)]
         return statistics.median(ratios) if ratios else None
 
-    def __call__(self, j: Job) -> float:
+    def expect(self, j: Job) -> tuple[float, str]:
+        """A job's expected seconds and where they come from."""
         if j.group in self.took:
-            return self.MARGIN * max(self.took[j.group])
+            return self.MARGIN * max(self.took[j.group]), f"its arm's longest finished run x {self.MARGIN:g}"
         r = self.ratio()
-        return j.estimate if r is None else self.MARGIN * r * j.estimate
+        if r is None:
+            return j.estimate, "the plan's estimate"
+        return self.MARGIN * r * j.estimate, f"the plan's estimate x {self.MARGIN * r:.2f}, as measured on other arms"
+
+    def __call__(self, j: Job) -> float:
+        return self.expect(j)[0]
 
     def source(self, j: Job) -> str:
-        if j.group in self.took:
-            return f"its arm's longest finished run x {self.MARGIN:g}"
-        r = self.ratio()
-        return "the plan's estimate" if r is None else f"the plan's estimate x {self.MARGIN * r:.2f}, as measured on other arms"
+        return self.expect(j)[1]
 
 
 def chosen_by_first_seed(out: Path, size: dict, ev: dict, lr: float) -> Callable[[], bool]:
@@ -301,8 +304,8 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
                 continue
             if end is not None and (now >= end or now + clock(j) > end):
                 j.status = "skipped"
-                print(f"[{now - t0:6.0f}s] no time left for {j.name} (expected {clock(j):.0f}s: "
-                      f"{clock.source(j)})", flush=True)
+                seconds, source = clock.expect(j)
+                print(f"[{now - t0:6.0f}s] no time left for {j.name} (expected {seconds:.0f}s: {source})", flush=True)
                 continue
             first_waiting = any(not x.later and x.needs and x.status == "waiting" for x in jobs)
             if len(running) < max_jobs and ready and not (j.later and first_waiting):
@@ -665,8 +668,8 @@ def main(argv: list[str] | None = None) -> None:
         todo = [j for j in jobs if not j.done_file.exists() and not (
             j.wanted is not None and all(by_name[d].done_file.exists() for d in j.needs) and not j.wanted())]
         for j in todo:
-            print(f"{clock(j) / 60:6.1f} min  {j.name}{'  (if its lr is chosen)' if j.wanted else ''}"
-                  f"  ({clock.source(j)})")
+            seconds, source = clock.expect(j)
+            print(f"{seconds / 60:6.1f} min  {j.name}{'  (if its lr is chosen)' if j.wanted else ''}  ({source})")
         lrs = {eval_name(size, ev, lr, seed): len(ev["lrs"]) for size in plan["sizes"] for ev in plan["evals"]
                for lr in ev["lrs"] for seed in ev["seeds"]}
         hours = sum(clock(j) / (lrs.get(j.name, 1) if j.wanted else 1) for j in todo) / 3600
