@@ -1,6 +1,7 @@
 """The paper's findings beside ours, each with a verdict: the table at the top of experiments/RESULTS.md.
 
-    python -m experiments.findings            (prints the table; `make plots` puts it in RESULTS.md)
+    python -m experiments.findings [--plot PNG]   (prints the table, draws the figure; `make plots` puts both
+                                                  in RESULTS.md, the figure as experiments/plots/findings.png)
 
 Reads only the result files of the plans that measure the findings under one protocol (every arm's lr
 chosen on dev loss from its own grid, the same data and steps for the arms compared, 3 or more seeds):
@@ -30,10 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .scale import arm as arm_name
-from .scale import at_edge, collect, fmt_lr, load_plan
+from .scale import FLOORS, at_edge, collect, fmt_lr, load_plan
 
 CONFIGS = Path(__file__).parent / "configs"
 CLOSE, CLOSE_SEEDS = 3.0, 5  # arms closer than 3 points need 5 seeds
+# The paper's E2E ablation (PAPER.md): the every-layer prefix has a number only at length 10
+PAPER_EVERY, PAPER_EMBEDDING, PAPER_INFIX = {10: 70.3}, {1: 48.1, 10: 62.2, 20: 61.9}, {1: 67.9, 10: 67.2, 20: 66.7}
 PLANS = ("fulldata", "lowdata-e2e", "webnlg", "findings-e2e", "adaptation")
 
 
@@ -188,7 +191,7 @@ def length_curve(plan: Plan, lengths=(1, 2, 5, 10, 20, 40)) -> Row:
     elif past is not None and past.startswith("reproduced"):
         verdict = f"not reproduced: still rising past 10 ({best} vs 10: {past.split(' ', 1)[1]})"
     else:
-        verdict = f"reproduced: rises to 10 ({rises.split(' ', 1)[1]}), no clear gain past it"
+        verdict = f"reproduced: rises to 10 {rises.split(' ', 1)[1]}, no clear gain past it"
     return Row(finding, paper, ours, verdict, f"{plan.link()}: every-mlp-len*")
 
 
@@ -250,12 +253,14 @@ def rows(root: Path = Path("."), links: str = "", plans: list[Plan] | None = Non
     out.append(pair("3. ... while close on seen categories (BLEU)", "62.9 vs 64.7", web, "webnlg", "prefix",
                     "finetune", at_least, metric="bleu_seen"))
     out.append(length_curve(abl))
-    out.append(pair("5. every layer > embedding only, length 10 (E2E)", "70.3 vs 62.2", abl, "e2e",
-                    "every-mlp-len10", "embedding-len10", higher))
+    for n, paper in PAPER_EMBEDDING.items():
+        out.append(pair(f"5. every layer > embedding only, length {n} (E2E)", f"{PAPER_EVERY.get(n, '–')} vs {paper}",
+                        abl, "e2e", f"every-mlp-len{n}", f"embedding-len{n}", higher))
     out.append(pair("5. embedding only: MLP vs direct table (depth apart from reparameterization)", "–", abl, "e2e",
                     "embedding-mlp-len10", "embedding-len10", no_claim))
-    out.append(pair("6. prefix > infix, length 10 (E2E)", "70.3 vs 67.2", abl, "e2e", "every-mlp-len10",
-                    "infix-mlp-len10", higher))
+    for n, paper in PAPER_INFIX.items():
+        out.append(pair(f"6. prefix > infix, length {n} (E2E)", f"{PAPER_EVERY.get(n, '–')} vs {paper}", abl, "e2e",
+                        f"every-mlp-len{n}", f"infix-mlp-len{n}", higher))
     out.append(stability(abl))
     out.append(pair("protocol check: the prefix on a bfloat16 vs a float32 frozen base (E2E)", "–", abl, "e2e",
                     "every-mlp-len10", "every-mlp-len10-fp32base", no_claim))
@@ -270,8 +275,8 @@ def incomplete(plans: list[Plan]) -> list[Plan]:
     return [p for p in plans if not p.complete()]
 
 
-def markdown(root: Path = Path("."), links: str = "") -> str:
-    plans = load(root, links)  # collect() reads every run and scores E2E slot errors: once per plan
+def markdown(root: Path = Path("."), links: str = "", plans: list[Plan] | None = None) -> str:
+    plans = plans or load(root, links)  # collect() reads every run and scores E2E slot errors: once per plan
     lines = ["| finding | paper (GPT-2 medium) | ours: mean ± sd (n: each seed; dev-chosen lr) | verdict | runs |",
              "|---|---|---|---|---|"]
     lines += [f"| {r.finding} | {r.paper} | {r.ours} | {r.verdict} | {r.runs} |" for r in rows(plans=plans)]
@@ -282,10 +287,204 @@ def markdown(root: Path = Path("."), links: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+CAPTION = ("Each arm at its own lr, chosen on dev loss (legend; per point on the curves; \"edge\": the grid's "
+           "smallest or largest). Bars and points: mean ± sd over n seeds at that lr; dots: each seed (a collapsed "
+           "seed stays in view). ★: the paper's value (GPT-2 medium, 5 epochs; ours: a 19M model). Dotted: floors. "
+           "Every number read from the plans' result files by experiments/findings.py.")
+
+
+def lr_label(label: str, a: Arm) -> str:
+    return f"{label} (lr {fmt_lr(a.lr)}{', edge' if a.edge else ''}; n={len(a.values)})"
+
+
+def bar(ax, x: float, a: Arm | None, label: str, color: str, width: float = 0.7) -> None:
+    """One arm as a bar (mean ± sd) with its seeds as dots; nothing where the arm has no runs."""
+    if a is None:
+        return
+    ax.bar(x, a.mean, width, yerr=0.0 if len(a.values) < 2 else a.sd, capsize=3, color=color, alpha=0.75,
+           label=lr_label(label, a))
+    ax.plot([x + (i - (len(a.values) - 1) / 2) * width / 8 for i in range(len(a.values))], a.values, "o", ms=3,
+            c="black", zorder=3)
+
+
+def line(ax, xs: list, arms: list[Arm | None], label: str, color: str) -> None:
+    """Arms along x (mean ± sd, seeds as dots, each point's lr beside it); points without runs are left out."""
+    pts = [(x, a) for x, a in zip(xs, arms) if a is not None]
+    if not pts:
+        return
+    ax.errorbar([x for x, _ in pts], [a.mean for _, a in pts], yerr=[0.0 if len(a.values) < 2 else a.sd for _, a in pts],
+                marker="o", capsize=3, c=color, label=f"{label} (lr beside each point)")
+    for x, a in pts:
+        ax.plot([x] * len(a.values), a.values, ".", c=color, ms=4, alpha=0.6)
+        ax.annotate(fmt_lr(a.lr) + ("*" if a.edge else ""), (x, a.mean), textcoords="offset points", xytext=(4, -9),
+                    fontsize=6, color=color)
+
+
+def paper_star(ax, x: float, y: float | None, label: str | None = None, color: str = "black") -> None:
+    if y is not None:
+        ax.plot([x], [y], "*", ms=10, c=color, mec="black", mew=0.5, label=label, zorder=4)
+
+
+def floors(ax, task: str) -> None:
+    for y, text in FLOORS.get(task, []):
+        ax.axhline(y, ls=":", c="gray", lw=1)
+        ax.annotate(text, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=6, color="gray")
+
+
+def empty(ax, plan: Plan, what: str, arms: list) -> None:
+    """Say in the panel that its runs are missing (and how to make them), where none of `arms` has runs."""
+    if any(a is not None for a in arms):
+        return
+    ax.text(0.5, 0.5, f"{what}: not run yet\n{plan.command().strip('`')}", transform=ax.transAxes, ha="center",
+            va="center", fontsize=7, color="gray", wrap=True)
+
+
+def figure(plans: list[Plan] | None = None):
+    """The findings as one figure of eight panels (the table's rows, drawn); returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+    full, low, web, abl, adapt = plans or load()
+    fig, axes = plt.subplots(2, 4, figsize=(20, 9.5))
+    (a_full, a_sst, a_low, a_web), (a_len, a_pos, a_rep, a_adapt) = axes
+
+    for ax, task in ((a_full, "e2e"), (a_sst, "sst2")):
+        arms = [full.arm(task, arm) for arm in ("prefix", "finetune")]
+        for i, (a, label) in enumerate(zip(arms, ("prefix", "fine-tuning"))):
+            bar(ax, i, a, label, f"C{i}")
+        empty(ax, full, "full data", arms)
+    paper_star(a_full, 0, 70.3, "paper: prefix, fine-tuning", "C0")
+    paper_star(a_full, 1, 68.8, None, "C1")
+    a_full.set(title="1. full data, 2 epochs: E2E", ylabel="test BLEU", xticks=[0, 1],
+               xticklabels=["prefix", "fine-tuning"])
+    a_sst.set(title="1. full data, 2 epochs: SST-2 (not in the paper)", ylabel="test accuracy (%)", xticks=[0, 1],
+              xticklabels=["prefix", "fine-tuning"], ylim=(40, 100))
+
+    ns = [50, 100, 200, 500]
+    drawn = []
+    for arm, label, color in (("prefix-n{}", "prefix, random init", "C0"), ("prefix-text-n{}", "prefix, real-word "
+                              "init", "C2"), ("finetune-n{}", "fine-tuning", "C1")):
+        drawn += [low.arm("e2e", arm.format(n)) for n in ns]
+        line(a_low, ns, drawn[-len(ns):], label, color)
+    empty(a_low, low, "low data", drawn)
+    a_low.set(title="2. low data: E2E (paper: prefix +2.9 BLEU on average)", xscale="log", xlabel="training pairs "
+              "(each seed its own sample)", ylabel="test BLEU")
+    a_low.set_xticks(ns, [str(n) for n in ns])
+    a_low.minorticks_off()
+
+    drawn = []
+    for i, (arm, label) in enumerate((("prefix", "prefix"), ("finetune", "fine-tuning"))):
+        for j, metric in enumerate(("bleu_seen", "bleu_unseen")):
+            drawn.append(web.arm("webnlg", arm, metric))
+            bar(a_web, j + (i - 0.5) * 0.4, drawn[-1], label if j == 0 else "_", f"C{i}", width=0.38)
+    empty(a_web, web, "WebNLG", drawn)
+    for j, ys in enumerate(((62.9, 64.7), (45.3, 26.7))):
+        for i, y in enumerate(ys):
+            paper_star(a_web, j + (i - 0.5) * 0.4, y, "paper: prefix, fine-tuning" if i == j == 0 else None,
+                       f"C{i}")
+    a_web.set(title="3. extrapolation: WebNLG 2017", ylabel="test BLEU", xticks=[0, 1],
+              xticklabels=["seen categories", "unseen categories"])
+
+    lengths = [1, 2, 5, 10, 20, 40]
+    drawn = [abl.arm("e2e", f"every-mlp-len{n}") for n in lengths]
+    line(a_len, lengths, drawn, "prefix, every layer, MLP", "C0")
+    ft = abl.arm("e2e", "finetune")
+    if ft is not None:
+        a_len.axhspan(ft.mean - (ft.sd if len(ft.values) > 1 else 0), ft.mean + (ft.sd if len(ft.values) > 1 else 0),
+                      color="C1", alpha=0.25, label=lr_label("fine-tuning, same data", ft))
+    fp32 = abl.arm("e2e", "every-mlp-len10-fp32base")
+    if fp32 is not None:
+        a_len.errorbar([11], [fp32.mean], yerr=[fp32.sd if len(fp32.values) > 1 else 0], fmt="s", c="C4", capsize=3,
+                       label=lr_label("len 10 on a float32 base", fp32))
+    paper_star(a_len, 10, PAPER_EVERY[10], "paper: len 10 (peak near 10)")
+    empty(a_len, abl, "length", drawn)
+    a_len.set(title="4. prefix length: E2E, 5,000 pairs, 1 epoch", xscale="log", xlabel="prefix length (virtual "
+              "tokens)", ylabel="test BLEU")
+    a_len.set_xticks(lengths, [str(n) for n in lengths])
+    a_len.minorticks_off()
+
+    pos, drawn = [1, 10, 20], []
+    for arm, label, color, paper in (("every-mlp-len{}", "prefix, every layer", "C0", PAPER_EVERY),
+                                     ("infix-mlp-len{}", "infix, every layer", "C3", PAPER_INFIX),
+                                     ("embedding-len{}", "embedding only (direct)", "C7", PAPER_EMBEDDING)):
+        drawn += [abl.arm("e2e", arm.format(n)) for n in pos]
+        line(a_pos, pos, drawn[-len(pos):], label, color)
+        for n, y in paper.items():
+            paper_star(a_pos, n, y, f"paper: {label.split(',')[0]}" if n == 10 else None, color)
+    emb_mlp = abl.arm("e2e", "embedding-mlp-len10")
+    if emb_mlp is not None:
+        a_pos.errorbar([11], [emb_mlp.mean], yerr=[emb_mlp.sd if len(emb_mlp.values) > 1 else 0], fmt="D", c="C8",
+                       capsize=3, label=lr_label("embedding only, MLP, len 10", emb_mlp))
+    empty(a_pos, abl, "depth and position", drawn)
+    a_pos.set(title="5-6. depth and position: E2E, 5,000 pairs", xscale="log", xlabel="length (virtual tokens)",
+              ylabel="test BLEU")
+    a_pos.set_xticks(pos, [str(n) for n in pos])
+    a_pos.minorticks_off()
+
+    drawn = []
+    for arm, label, color in (("every-mlp-len10", "MLP", "C0"), ("every-direct-len10", "direct table", "C5")):
+        first = sorted((r["lr"], r["score"]) for r in abl.result["runs"] if r["task"] == "e2e" and r["arm"] == arm
+                       and r["seed"] == min(q["seed"] for q in abl.result["runs"] if q["arm"] == arm))
+        a = abl.arm("e2e", arm)
+        drawn.append(a)
+        if not first or a is None:
+            continue
+        a_rep.plot([lr for lr, _ in first], [s for _, s in first], "o--", c=color, label=f"{label}: first seed, "
+                   "every lr of its grid")
+        a_rep.plot([a.lr] * len(a.values), a.values, "x", c=color, ms=8, label=lr_label(f"{label}: each seed at "
+                   "the chosen lr", a))
+    empty(a_rep, abl, "reparameterization", drawn)
+    a_rep.set(title="7. stability: MLP vs direct table, len 10, E2E", xscale="log", xlabel="peak learning rate",
+              ylabel="test BLEU")
+    if any(drawn):  # the grids' lrs as ticks (after the log scale, which resets them)
+        grid = sorted({r["lr"] for r in abl.result["runs"] if r["arm"] in ("every-mlp-len10", "every-direct-len10")})
+        a_rep.set_xticks(grid, [fmt_lr(lr) for lr in grid])
+        a_rep.minorticks_off()
+
+    drawn = []
+    for i, (size, label) in enumerate((("none", "plain base"), ("shared", "base adapted on task text"))):
+        for j, (arm, name) in enumerate((("prefix", "prefix"), ("finetune", "fine-tuning"))):
+            drawn.append(adapt.arm("e2e", arm, size=size))
+            bar(a_adapt, i + (j - 0.5) * 0.4, drawn[-1], f"{name}, {label}", f"C{j}" if i == 0 else ("C9", "C6")[j],
+                width=0.38)
+    empty(a_adapt, adapt, "adaptation", drawn)
+    a_adapt.set(title="9. ours: adapt the base on unlabeled task text, E2E", ylabel="test BLEU", xticks=[0, 1],
+                xticklabels=["plain base", "adapted base"])
+
+    for ax, task in zip(axes.flat, ("e2e", "sst2", "e2e", None, "e2e", "e2e", "e2e", "e2e")):
+        if task:
+            floors(ax, task)
+        if task != "sst2":  # one BLEU scale for every panel, the paper's values in view
+            ax.set_ylim(0, 88)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="best")
+        ax.title.set_fontsize(9)
+    fig.text(0.5, 0.005, CAPTION, ha="center", va="bottom", fontsize=8, wrap=True)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def save_figure(path: Path, plans: list[Plan] | None = None) -> None:
+    """`figure()` written to `path` (PNG), atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minigpt.io import atomic_write
+    fig = figure(plans)
+    atomic_write(path, lambda t: fig.savefig(t, dpi=110, format="png"))
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=".", help="the project folder the plans' outputs are under")
-    print(markdown(Path(p.parse_args(argv).root)), end="")
+    p.add_argument("--plot", default=None, help="also draw the findings to this PNG (make plots writes "
+                   "experiments/plots/findings.png)")
+    args = p.parse_args(argv)
+    plans = load(Path(args.root))
+    print(markdown(Path(args.root), plans=plans), end="")
+    if args.plot:
+        save_figure(Path(args.plot), plans)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":

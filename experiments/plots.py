@@ -289,12 +289,15 @@ def main(argv=None) -> None:
              "[scale/README.md](scale/README.md) (`make scale`); adapting the base on task text before "
              "prefix-tuning, [adaptation/RESULTS.md](adaptation/RESULTS.md) and notebook 04 section 10.", ""]
     if reference:  # the findings under the fair protocol come from the plans' results, not from these runs
+        plans = findings.load()  # read once for the table and the figure
         lines += ["## The paper's findings, measured under one protocol", "",
                   "Each arm's lr chosen on dev loss from its own grid, the same data and steps for the arms "
                   "compared, 3 or more seeds (5 where two arms are under 3 points apart). Read from the plans' "
                   "result files by `python -m experiments.findings`, which explains the verdicts. The sections "
                   "below it are the earlier sweeps (a fixed lr per arm, not chosen on dev loss).", "",
-                  findings.markdown()]
+                  findings.markdown(plans=plans), "![the findings, drawn](plots/findings.png)", "",
+                  findings.CAPTION, ""]
+        findings.save_figure(Path(args.plots) / "findings.png", plans)
     gaps = {}
     for task in [t for t in PRIMARY if any(r["config"]["task"] == t for r in rows)]:
         section, gaps[task] = task_section(task, [r for r in rows if r["config"]["task"] == task], Path(args.plots))

@@ -591,41 +591,55 @@ def model_summary(size: dict, folder: Path) -> dict | None:
 
 
 def bars(result: dict, path: Path) -> None:
-    """Test scores per model (categories, e.g. adaptation arms), prefix beside fine-tuning, slot errors noted."""
+    """`bars_figure` written to `path` (nothing without finished runs)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    fig = bars_figure(result)
+    if fig is not None:
+        atomic_write(path, lambda t: fig.savefig(t, dpi=120, format="png"))
+        plt.close(fig)
+
+
+def bars_figure(result: dict):
+    """Test scores per arm and model, one horizontal bar each (mean ± sd over its seeds at its dev-chosen lr,
+    the seeds as dots), labelled with the lr and n, slot errors or seen/unseen BLEU beside it; floors dotted."""
+    import matplotlib.pyplot as plt
     tasks = [t for t in ("e2e", "webnlg", "sst2") if any(r["task"] == t for r in result["table"])]
     if not tasks:
-        return
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+        return None
+    per_task = {t: [r for r in result["table"] if r["task"] == t] for t in tasks}
+    models = list(dict.fromkeys(r["size"] for r in result["table"]))
+    height = 1.6 + 0.32 * max(len(rows) for rows in per_task.values())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(7.5 * len(tasks), height), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        rows = [r for r in result["table"] if r["task"] == task]
-        models = list(dict.fromkeys(r["size"] for r in rows))
-        arms = list(dict.fromkeys(arm(r) for r in rows))
-        width = 0.8 / len(arms)
-        for i, name in enumerate(arms):
-            for j, model in enumerate(models):
-                r = next((r for r in rows if r["size"] == model and arm(r) == name), None)
-                if r is None:
-                    continue
-                x = j + (i - (len(arms) - 1) / 2) * width
-                label = ARM_LABELS.get(name, name)
-                ax.bar(x, r["mean"], width * 0.95, yerr=r["sd"] or 0.0, capsize=3, color=f"C{i}",
-                       label=label if j == 0 else None)
-                note = f"n={r['n']}, lr {r['chosen_lr']:g}"
-                if r.get("slot_error_rate") is not None:
-                    note += f"\nslot err {r['slot_error_rate']:.0f}%"
-                if r.get("bleu_unseen") is not None:
-                    note += f"\nseen {fmt_or_dash(r.get('bleu_seen'))}\nunseen {r['bleu_unseen']:.1f}"
-                ax.annotate(note, (x, r["mean"]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6)
-        draw_floors(ax, task)
-        ax.set_xticks(range(len(models)), models, fontsize=8)
-        ax.set(ylabel=f"test {SCORE[task][1]}", title=f"{task.upper()} (mean ± sd over n seeds; lr chosen on dev)")
-        ax.legend(fontsize=7, loc="lower right")
+        rows = per_task[task]
+        for y, r in enumerate(rows):
+            color = f"C{models.index(r['size']) % 10}"
+            ax.barh(y, r["mean"], 0.7, xerr=r["sd"] or 0.0, capsize=3, color=color, alpha=0.75)
+            ax.plot(r["scores"], [y] * len(r["scores"]), "o", ms=3, c="black", zorder=3)
+            note = f"{r['mean']:.1f}" + (f" ± {r['sd']:.1f}" if r["sd"] else "")
+            if r.get("slot_error_rate") is not None:
+                note += f", slot err {r['slot_error_rate']:.0f}%"
+            if r.get("bleu_unseen") is not None:
+                note += f", seen {fmt_or_dash(r.get('bleu_seen'))}, unseen {r['bleu_unseen']:.1f}"
+            ax.annotate(note, (max(r["scores"] + [r["mean"] + (r["sd"] or 0.0)]), y), textcoords="offset points",
+                        xytext=(4, 0), va="center", fontsize=7)
+        labels = [(f"{r['size']}: " if len(models) > 1 else "") + ARM_LABELS.get(arm(r), arm(r)) +
+                  f"\n(lr {fmt_lr(r['chosen_lr'])}{', edge' if at_edge(r) else ''}; n={r['n']})" for r in rows]
+        ax.set_yticks(range(len(rows)), labels, fontsize=7)
+        ax.invert_yaxis()  # the plan's order, top to bottom
+        for x, label in FLOORS.get(task, []):
+            ax.axvline(x, ls=":", c="gray")
+            ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, ha="right", va="top",
+                        fontsize=7, color="gray")
+        top = max(max(r["scores"] + [r["mean"] + (r["sd"] or 0.0)]) for r in rows)
+        ax.set_xlim(0, max(top * 1.3, max((x for x, _ in FLOORS.get(task, [])), default=0) * 1.05))
+        ax.set(xlabel=f"test {SCORE[task][1]}", title=f"{task.upper()}: mean ± sd over n seeds at the lr chosen on "
+               "dev loss; dots: each seed")
+        ax.title.set_fontsize(9)
     fig.tight_layout()
-    atomic_write(path, lambda t: fig.savefig(t, dpi=120, format="png"))
-    plt.close(fig)
+    return fig
 
 
 def report(plan: dict, out: Path) -> dict:

@@ -40,7 +40,7 @@ def test_verdicts_follow_the_difference_and_its_standard_error():
 
 def test_every_row_says_not_run_without_results(tmp_path):
     rows = findings.rows(tmp_path)
-    assert len(rows) == 20 and all(r.ours.startswith("not run yet") and r.verdict == "–" for r in rows)
+    assert len(rows) == 24 and all(r.ours.startswith("not run yet") and r.verdict == "–" for r in rows)
     text = findings.markdown(tmp_path)
     assert "python -m experiments.scale run experiments/configs/fulldata.json" in text
 
@@ -90,3 +90,33 @@ def test_unseen_categories_use_the_runs_unseen_bleu(tmp_path):
     r = row(tmp_path, "3. extrapolation")
     assert "30.0" in r.ours and "20.0" in r.ours and r.verdict.startswith("reproduced (+10.0")
     assert row(tmp_path, "3. ... while close").verdict.startswith("not reproduced")
+
+
+def texts(ax) -> str:
+    return " ".join(t.get_text() for t in ax.texts)
+
+
+def test_the_figure_says_which_panels_have_no_runs_and_how_to_make_them(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = findings.figure(findings.load(tmp_path))
+    axes = fig.axes
+    assert len(axes) == 8 and all("not run yet" in texts(ax) for ax in axes)
+    assert "experiments/configs/lowdata-e2e.json" in texts(axes[2]) and "configs/webnlg.json" in texts(axes[3])
+    assert not any(p.get_height() for ax in axes for p in ax.patches)  # no bar drawn from nothing
+
+
+def test_the_figure_draws_each_arm_at_its_dev_chosen_lr_with_every_seed(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    write_runs(tmp_path, "fulldata", "prefix", "e2e", {0.001: [50.0, 52.0, 45.0]}, {0.001: 1.5})
+    write_runs(tmp_path, "fulldata", "finetune", "e2e", {0.0001: [60.0, 61.0, 62.0], 0.0003: [70.0, 71.0, 72.0]},
+               {0.0001: 1.4, 0.0003: 1.6})
+    e2e, sst2, low = findings.figure(findings.load(tmp_path)).axes[:3]
+    assert [round(p.get_height(), 3) for p in e2e.patches] == [49.0, 61.0]  # the means at the chosen lrs
+    labels = e2e.get_legend_handles_labels()[1]
+    assert "prefix (lr 0.001; n=3)" in labels and any(lab.startswith("fine-tuning (lr 0.0001, edge; n=3)")
+                                                    for lab in labels)
+    seeds = sorted(float(y) for line in e2e.lines for y in line.get_ydata() if line.get_marker() == "o")
+    assert seeds == [45.0, 50.0, 52.0, 60.0, 61.0, 62.0]  # each seed, the collapsed 45 too; not the 0.0003 runs
+    assert "not run yet" not in texts(e2e) and "not run yet" in texts(sst2) and "not run yet" in texts(low)

@@ -245,3 +245,24 @@ def test_webnlg_reports_seen_and_unseen_categories(tmp_path):
     result = collect(plan, tmp_path)
     assert result["table"][0]["bleu_seen"] == 50.0 and result["table"][0]["bleu_unseen"] == 30.0
     assert "| 50.0 / 30.0 |" in markdown({**result, "models": []}, tmp_path)
+
+
+def test_the_bar_chart_draws_each_arm_at_its_chosen_lr_with_its_seeds():
+    import matplotlib
+    matplotlib.use("Agg")
+    from experiments.scale import bars_figure
+
+    def row(arm, lr, scores, tried):
+        return {"size": "gutenberg", "task": "e2e", "method": "prefix", "arm": arm, "chosen_lr": lr, "lrs_tried": tried,
+                "n": len(scores), "scores": scores, "mean": sum(scores) / len(scores), "sd": 1.0,
+                "slot_error_rate": 12.0}
+    fig = bars_figure({"table": [row("every-mlp-len10", 1e-3, [40.0, 41.0, 36.0], [3e-4, 1e-3, 3e-3]),
+                                 row("embedding-len10", 1.0, [5.0, 9.0, 13.0], [0.1, 0.3, 1.0])], "runs": []})
+    ax = fig.axes[0]
+    assert [round(p.get_width(), 3) for p in ax.patches] == [39.0, 9.0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["every-mlp-len10\n(lr 0.001; n=3)", "embedding-len10\n(lr 1, edge; n=3)"]
+    dots = [sorted(line.get_xdata()) for line in ax.lines if line.get_marker() == "o"]
+    assert dots == [[36.0, 40.0, 41.0], [5.0, 9.0, 13.0]]  # every seed, the low one too
+    assert any(line.get_xdata()[0] == 58.0 for line in ax.lines if line.get_linestyle() == ":")  # the E2E floor
+    assert bars_figure({"table": [], "runs": []}) is None
