@@ -26,7 +26,7 @@ import torch
 from minigpt import EOT, GPT, load_tokenizer
 from minigpt import fast
 from minigpt.fast.allocator import keep_freed_memory
-from minigpt.runtime import rank_and_world
+from minigpt.runtime import autocast, rank_and_world
 from minigpt.io import CheckpointError, atomic_write
 from prefix import PrefixConfig, PrefixTuner
 from prefix.infix import InfixTuner
@@ -50,6 +50,7 @@ class Trained(NamedTuple):
     n_train: int
     n_test: int
     summary: dict  # fit's summary (steps, seconds, tokens, dev losses) and decode seconds
+    scored_bf16: bool = False  # the test predictions were made under bf16 autocast (decoding with bf16 on)
 
 
 def load_base(cfg: ExperimentConfig) -> GPT:
@@ -173,7 +174,10 @@ def run(cfg: ExperimentConfig) -> dict:
     prefix_net = job.net.net if isinstance(job.net, Classifier) else job.net
     if cfg.method == "prefix":
         kept -= sum(p.numel() for p in prefix_net.encoder.parameters())
-        prefix_net.materialize().save(run_dir / cfg.position, base_model_name_or_path=cfg.model)
+        # under the autocast the run scored with, so that the saved table reproduces its predictions exactly
+        with autocast(next(prefix_net.parameters()).device, job.scored_bf16)():
+            prefix_net.materialize()
+        prefix_net.save(run_dir / cfg.position, base_model_name_or_path=cfg.model)
         kept += sum(p.numel() for p in prefix_net.encoder.parameters())
     metrics = {**job.scores, "trainable_params": trainable, "kept_params": kept, "total_params": total,
                **job.summary, "split": "test", "n_test": job.n_test, "n_train": job.n_train, "seed": cfg.seed,
@@ -266,7 +270,7 @@ def generation(cfg, base, enc, run_dir, log):
         if idx:
             sub = corpus_metrics([predictions[i] for i in idx], [test[i][1] for i in idx])
             scores.update({f"{k}_{name}": v for k, v in sub.items()})
-    return Trained(net, scores, predictions, len(train_pairs), len(test), summary)
+    return Trained(net, scores, predictions, len(train_pairs), len(test), summary, scored_bf16=cfg.bf16)
 
 
 def classification(cfg, base, enc, run_dir, log):

@@ -81,9 +81,10 @@ class InfixTuner(nn.Module):
 
     @torch.no_grad()
     def materialize(self) -> "InfixTuner":
-        """Replace the MLP by the table it computes; outputs are unchanged."""
+        """Replace the MLP by the table it computes; outputs are unchanged (under autocast: see
+        `PrefixTuner.materialize`)."""
         if self.encoder.transform is not None:
-            self.encoder = PrefixEncoder.table(self.encoder())
+            self.encoder = PrefixEncoder.table(self.encoder().float())
         return self
 
     def save(self, path, base_model_name_or_path: str | None = None) -> None:

@@ -102,9 +102,12 @@ class PrefixTuner(nn.Module):
 
     @torch.no_grad()
     def materialize(self) -> "PrefixTuner":
-        """Replace the MLP by the table it computes (the paper's inference form); outputs are unchanged."""
+        """Replace the MLP by the table it computes (the paper's inference form); outputs are unchanged.
+
+        Under bf16 autocast the table is the one the MLP computes there (stored as float32): a run that decoded
+        under autocast saves exactly the prefix its predictions came from."""
         if self.encoder.transform is not None:
-            self.encoder = PrefixEncoder.table(self.encoder())
+            self.encoder = PrefixEncoder.table(self.encoder().float())
             self.config = replace(self.config, prefix_projection=False)
         return self
 

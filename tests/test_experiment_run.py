@@ -64,6 +64,28 @@ def test_tiny_run_writes_the_result_files(tmp_path, gpt2_vocab_dir, extra):
     assert run(tiny(tmp_path, gpt2_vocab_dir, *extra)) == saved  # a finished run is not redone
 
 
+@pytest.mark.parametrize("extra", [["--bf16=true"], ["--bf16=false"]], ids=["bf16", "fp32"])
+def test_the_saved_prefix_reproduces_the_runs_predictions(tmp_path, gpt2_vocab_dir, extra):
+    """Decoding the test tables again with the saved (materialized) prefix gives predictions.txt, line for line."""
+    from experiments.data import encode_source
+    from experiments.decode import decode
+    from experiments.run import load_base
+    from experiments.tasks import task_splits
+    from minigpt import load_tokenizer
+    from prefix import PrefixTuner
+    # a large lr (a prefix far from its init) and 24 tables decoded for 20 tokens: enough beam decisions that a
+    # table differing in its last bf16 bit changes some output (it did before the table was saved as scored)
+    args = tiny(tmp_path, gpt2_vocab_dir, "--max_new_tokens=20", "--max_test=24", "--num_beams=4", "--lr=0.3", *extra)
+    run(args)
+    cfg = parse_cli(args)
+    net = PrefixTuner.load(tmp_path / "runs" / cfg.run_name / "prefix", load_base(cfg)).eval()
+    enc = load_tokenizer()
+    test = task_splits(cfg.task, cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test, cfg.train_seed)[2]
+    again = decode(net, enc, [encode_source(enc, table) for table, _ in test], num_beams=cfg.num_beams,
+                   max_new_tokens=cfg.max_new_tokens, batch_size=cfg.decode_batch_size, bf16=cfg.bf16)
+    assert again == (tmp_path / "results" / cfg.run_name / "predictions.txt").read_text().splitlines()
+
+
 def test_bad_settings_fail_clearly(tmp_path, gpt2_vocab_dir):
     with pytest.raises(SystemExit, match="MODEL='no/such-model-dir' cannot be loaded"):
         run(tiny(tmp_path, "no/such-model-dir"))

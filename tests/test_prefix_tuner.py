@@ -122,6 +122,27 @@ def test_materialize_drops_the_mlp_and_keeps_outputs(base):
     assert torch.equal(tuner.generate(x, 4), gen_before)
 
 
+def test_materialize_under_autocast_keeps_the_table_the_mlp_computes_there(base):
+    """A run that scores under bf16 autocast saves the table its MLP computed there, so the saved prefix
+    gives exactly its outputs; a float32 table differs (the MLP's bf16 matmuls round differently)."""
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    tuner = PrefixTuner(base, CONFIGS["mlp"])
+    with torch.no_grad():
+        for p in tuner.encoder.parameters():  # a trained MLP's size of values, not the tiny init
+            p.normal_(0, 1)
+    x = ids(2, 6)
+    with bf16:
+        scored = tuner(x)
+    fp32_table = PrefixTuner(base, CONFIGS["mlp"])
+    fp32_table.load_state_dict(tuner.state_dict())
+    fp32_table.materialize()
+    with bf16:
+        tuner.materialize()
+        assert torch.equal(tuner(x), scored)
+        assert not torch.equal(fp32_table(x), scored)  # the premise: without it the outputs would differ
+    assert tuner.encoder.embedding.weight.dtype == torch.float32  # stored as float32, as a table always is
+
+
 def test_prompt_tuning_equals_a_prefix_of_its_virtual_tokens_keys_values(base):
     tuner = PrefixTuner(base, CONFIGS["embedding"])
     x = ids(2, 6)
