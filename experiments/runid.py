@@ -8,6 +8,7 @@ settings that differ.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -21,6 +22,35 @@ from .data import REMOTES, dataset_dir, listing_sha256
 from .tasks import DATASETS
 
 RECORD = "run.json"
+PREDICTIONS = "predictions.txt"  # a run writes it; committed results keep it gzipped (`pack_predictions`)
+
+
+def read_predictions(folder: Path) -> list[str] | None:
+    """A finished run's test predictions, one per line, from `predictions.txt` or its packed copy
+    `predictions.txt.gz`; None when the folder has neither."""
+    plain, packed = Path(folder) / PREDICTIONS, Path(folder) / (PREDICTIONS + ".gz")
+    if plain.exists():
+        return plain.read_text(encoding="utf-8").splitlines()
+    if packed.exists():
+        return gzip.decompress(packed.read_bytes()).decode("utf-8").splitlines()
+    return None
+
+
+def pack_predictions(root: Path) -> int:
+    """Gzip every `<root>/*/predictions.txt` (a results folder's runs) into `predictions.txt.gz`, which
+    `read_predictions` reads the same, and remove the plain file: E2E outputs shrink ~16x, so that a project
+    that keeps many runs' results stays small. Written atomically and checked before the plain file goes.
+    Returns how many were packed."""
+    n = 0
+    for plain in sorted(Path(root).glob(f"*/{PREDICTIONS}")):
+        data = plain.read_bytes()
+        packed = plain.with_name(PREDICTIONS + ".gz")
+        atomic_write(packed, lambda t: Path(t).write_bytes(gzip.compress(data, compresslevel=9, mtime=0)))
+        if gzip.decompress(packed.read_bytes()) != data:
+            raise OSError(f"{packed} does not read back as {plain}: kept the plain file")
+        plain.unlink()
+        n += 1
+    return n
 
 
 @dataclass

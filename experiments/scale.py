@@ -3,6 +3,7 @@
     python -m experiments.scale plan [PLAN]                      (the jobs left, and their expected hours)
     python -m experiments.scale run [PLAN] [--out DIR] [--deadline SECONDS] [--jobs N]
     python -m experiments.scale report [PLAN] [--out DIR]
+    python -m experiments.scale pack [PLAN] [--out DIR]          (gzip the results' predictions.txt to commit)
     make scale                                  (run, then report, with configs/scale.json)
 
 PLAN (default `experiments/configs/scale.json`) names the models (`sizes`: a shape, peak lr and
@@ -25,6 +26,9 @@ filled even when the plan's estimates were made on another machine.
 set is never looked at to choose), writes `<out>/scale.json` (every run and the choices) and
 `<out>/scale.png` (test score against non-embedding parameters, the prefix - fine-tuning gap, the floors
 and the paper's GPT-2-medium points), and prints the table.
+
+`pack` gzips each finished run's `predictions.txt` under `<out>/results/` (E2E outputs shrink ~16x; every
+reader takes either form, `runid.read_predictions`): do it before committing a plan's results.
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ from pathlib import Path
 from typing import Callable
 
 from minigpt.io import atomic_write
+
+from .runid import pack_predictions, read_predictions
 
 PLAN = Path(__file__).parent / "configs" / "scale.json"
 
@@ -340,13 +346,14 @@ def draw_floors(ax, task: str) -> None:
         ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
 
 
-def e2e_slot_errors(predictions: Path) -> float | None:
-    """Slot error rate (%) of an E2E run's test predictions (experiments/slots.py), or None without them."""
-    if not predictions.exists():
+def e2e_slot_errors(folder: Path) -> float | None:
+    """Slot error rate (%) of the E2E test predictions in a run's results folder (experiments/slots.py), or
+    None without them (or with fewer than the whole test set)."""
+    outputs = read_predictions(folder)
+    if outputs is None:
         return None
     from .slots import corpus_slot_errors, e2e_test
     tables = e2e_test()[0]
-    outputs = predictions.read_text(encoding="utf-8").splitlines()
     return corpus_slot_errors(outputs, tables)["slot_error_rate"] if len(outputs) == len(tables) else None
 
 
@@ -377,7 +384,7 @@ def collect(plan: dict, out: Path) -> dict:
                                "seed": seed, "best_dev_loss": m.get("best_dev_loss"),
                                "score": m.get(SCORE[ev["task"]][0]), "metrics": m}
                         if ev["task"] == "e2e":  # slot errors, from the run's predictions
-                            row["slot_error_rate"] = e2e_slot_errors(f.parent / "predictions.txt")
+                            row["slot_error_rate"] = e2e_slot_errors(f.parent)
                         runs.append(row)
                         by_lr.setdefault(lr, []).append(row)
             finite = {lr: rows for lr, rows in by_lr.items()
@@ -663,8 +670,9 @@ def report(plan: dict, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=["plan", "run", "report"],
-                   help="plan: list the jobs and their estimated hours; run: run them; report: tables and plot")
+    p.add_argument("action", choices=["plan", "run", "report", "pack"],
+                   help="plan: list the jobs and their estimated hours; run: run them; report: tables and plot; "
+                   "pack: gzip the finished runs' predictions.txt (to commit them)")
     p.add_argument("plan", nargs="?", default=str(PLAN))
     p.add_argument("--out", default=None, help="output folder (default: the plan's 'out')")
     p.add_argument("--deadline", type=float, default=None, help="seconds from now by which every job ends")
@@ -675,6 +683,9 @@ def main(argv: list[str] | None = None) -> None:
     end = None if args.deadline is None else time.time() + args.deadline
     plan = load_plan(args.plan)
     out = Path(args.out or plan.get("out", "experiments/scale"))
+    if args.action == "pack":
+        print(f"packed {pack_predictions(out / 'results')} predictions.txt under {out / 'results'}")
+        return
     if args.action == "plan":
         jobs = plan_jobs(plan, out)
         by_name, clock = {j.name: j for j in jobs}, Clock(jobs)

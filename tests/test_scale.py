@@ -266,3 +266,22 @@ def test_the_bar_chart_draws_each_arm_at_its_chosen_lr_with_its_seeds():
     assert dots == [[36.0, 40.0, 41.0], [5.0, 9.0, 13.0]]  # every seed, the low one too
     assert any(line.get_xdata()[0] == 58.0 for line in ax.lines if line.get_linestyle() == ":")  # the E2E floor
     assert bars_figure({"table": [], "runs": []}) is None
+
+
+def test_packed_predictions_read_the_same_and_score_the_same_slot_errors(tmp_path):
+    from experiments.runid import pack_predictions, read_predictions
+    from experiments.slots import e2e_test
+    plan = {"sizes": [{"name": "s"}], "evals": [{"task": "e2e", "method": "prefix", "lrs": [1e-3], "seeds": [0]}]}
+    size, ev = plan["sizes"][0], plan["evals"][0]
+    write_run(tmp_path, size, ev, 1e-3, 0, 1.0, 50.0)
+    folder = tmp_path / "results" / eval_name(size, ev, 1e-3, 0)
+    tables = e2e_test()[0]
+    lines = [t.split(" | ")[0].replace("name : ", "") + " serves Café food for £20." for t in tables]  # slot errors
+    (folder / "predictions.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    before = collect(plan, tmp_path)["table"][0]["slot_error_rate"]
+    assert before is not None and 0 < before < 100
+    assert pack_predictions(tmp_path / "results") == 1 and pack_predictions(tmp_path / "results") == 0
+    assert not (folder / "predictions.txt").exists() and (folder / "predictions.txt.gz").exists()
+    assert read_predictions(folder) == lines
+    assert collect(plan, tmp_path)["table"][0]["slot_error_rate"] == before
+    assert read_predictions(tmp_path) is None  # a folder with neither
