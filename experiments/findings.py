@@ -47,6 +47,7 @@ class Arm:
     lr: float
     values: list[float]
     edge: bool = False  # the lr is the smallest or largest of its grid (scale.at_edge)
+    planned: int = 0  # the seeds the plan wants (more than have run: the text says how many ran)
 
     @property
     def mean(self) -> float:
@@ -56,11 +57,17 @@ class Arm:
     def sd(self) -> float:
         return statistics.stdev(self.values) if len(self.values) > 1 else float("nan")
 
+    @property
+    def err(self) -> float:
+        """The error bar to draw: the sd, 0 for a single seed."""
+        return self.sd if len(self.values) > 1 else 0.0
+
     def text(self) -> str:
         spread = f" ± {self.sd:.1f}" if len(self.values) > 1 else ""
         edge = ", at the grid's edge" if self.edge else ""
         each = ", ".join(f"{v:.1f}" for v in self.values)  # every seed, so that a collapsed one stays in view
-        return f"{self.mean:.1f}{spread} (n={len(self.values)}: {each}; lr {fmt_lr(self.lr)}{edge})"
+        ran = f"; {len(self.values)} of {self.planned} seeds run" if self.planned > len(self.values) else ""
+        return f"{self.mean:.1f}{spread} (n={len(self.values)}: {each}; lr {fmt_lr(self.lr)}{edge}{ran})"
 
 
 class Plan:
@@ -74,18 +81,24 @@ class Plan:
 
     def arm(self, task: str, arm: str, metric: str | None = None, size: str | None = None) -> Arm | None:
         """`arm`'s runs at its dev-chosen lr on model `size` (default: the plan's first), scored by the task's
-        metric or `metric`."""
+        metric or `metric`; None until its first seed has run every lr of its grid (before that the choice
+        of lr is not made)."""
         size = size or self.plan["sizes"][0]["name"]
         rows = [r for r in self.result["table"] if r["task"] == task and r["arm"] == arm and r["size"] == size]
-        if not rows:
+        ev = next((e for e in self.plan["evals"] if e["task"] == task and arm_name(e) == arm), None)
+        if not rows or ev is None:
             return None
         row = rows[0]
+        first = {r["lr"] for r in self.result["runs"] if (r["task"], r["arm"], r["size"], r["seed"]) ==
+                 (task, arm, size, ev["seeds"][0])}
+        if not set(ev["lrs"]) <= first:
+            return None
         runs = [r for r in self.result["runs"] if r["task"] == task and r["arm"] == arm and r["size"] == row["size"]
                 and r["lr"] == row["chosen_lr"] and r["seed"] in row["seeds"]]
         values = [r["score"] if metric is None else r["metrics"].get(metric) for r in runs]
         if any(v is None for v in values):
             return None
-        return Arm(arm, row["chosen_lr"], values, at_edge(row))
+        return Arm(arm, row["chosen_lr"], values, at_edge(row), len(ev["seeds"]))
 
     def first_seed_by_lr(self, task: str, arm: str) -> list[float]:
         """The test scores of the first seed at every lr of the grid (how much the lr matters)."""
@@ -163,8 +176,10 @@ def no_claim(a: Arm, b: Arm) -> str:
     return f"not in the paper: {d:+.1f}, se {se:.1f}"
 
 
-def missing(finding: str, paper: str, plan: Plan, what: str) -> Row:
-    return Row(finding, paper, f"not run yet ({what})", "–", plan.link())
+def missing(finding: str, paper: str, plan: Plan, what: str, task: str = "e2e", arms: tuple[str, ...] = ()) -> Row:
+    """A row without numbers: "not finished yet" where some of `arms`' runs on `task` exist, else "not run yet"."""
+    started = any(r["task"] == task and r["arm"] in arms for r in plan.result["runs"])
+    return Row(finding, paper, f"{'not finished yet' if started else 'not run yet'} ({what})", "–", plan.link())
 
 
 def pair(finding: str, paper: str, plan: Plan, task: str, a: str, b: str, verdict, metric: str | None = None,
@@ -173,7 +188,7 @@ def pair(finding: str, paper: str, plan: Plan, task: str, a: str, b: str, verdic
     x, y = plan.arm(task, a, metric, sizes[0]), plan.arm(task, b, metric, sizes[1])
     names = [f"{s} {n}" if s else n for s, n in zip(sizes, (a, b))]
     if x is None or y is None:
-        return missing(finding, paper, plan, ", ".join(names))
+        return missing(finding, paper, plan, ", ".join(names), task, (a, b))
     return Row(finding, paper, f"{x.text()} vs {y.text()}", verdict(x, y), f"{plan.link()}: {', '.join(names)}")
 
 
@@ -181,7 +196,8 @@ def length_curve(plan: Plan, lengths=(1, 2, 5, 10, 20, 40)) -> Row:
     finding, paper = "4. prefix length: rises, then plateaus (E2E)", "peak near 10 (grid 1-40)"
     arms = {n: plan.arm("e2e", f"every-mlp-len{n}") for n in lengths}
     if any(a is None for a in arms.values()):
-        return missing(finding, paper, plan, "every-mlp-len1 ... len40")
+        return missing(finding, paper, plan, "every-mlp-len1 ... len40", "e2e",
+                       tuple(f"every-mlp-len{n}" for n in lengths))
     best = max(arms, key=lambda n: arms[n].mean)
     ours = ", ".join(f"{n}: {a.mean:.1f}" for n, a in arms.items()) + f" (best: {best})"
     rises = higher(arms[10], arms[1])
@@ -200,7 +216,8 @@ def stability(plan: Plan) -> Row:
     finding, paper = "7. MLP reparameterization is more stable than a direct table (E2E)", "direct: unstable (no number)"
     mlp, direct = plan.arm("e2e", "every-mlp-len10"), plan.arm("e2e", "every-direct-len10")
     if mlp is None or direct is None:
-        return missing(finding, paper, plan, "every-mlp-len10, every-direct-len10")
+        return missing(finding, paper, plan, "every-mlp-len10, every-direct-len10", "e2e",
+                       ("every-mlp-len10", "every-direct-len10"))
     spans = {k: plan.first_seed_by_lr("e2e", k) for k in ("every-mlp-len10", "every-direct-len10")}
     span_mlp, span_direct = (max(v) - min(v) for v in spans.values())
     ours = (f"MLP {mlp.text()}, direct {direct.text()}; BLEU range over the lr grid (first seed): "
@@ -220,7 +237,7 @@ def parameters(plan: Plan) -> Row:
     prefix = next((r["metrics"] for r in plan.result["runs"] if r["task"] == "e2e" and r["arm"] == "every-mlp-len10"
                    and r["metrics"].get("kept_params")), None)
     if prefix is None:
-        return missing(finding, paper, plan, "every-mlp-len10")
+        return missing(finding, paper, plan, "every-mlp-len10", "e2e", ("every-mlp-len10",))
     total = prefix["total_params"]
     ours = (f"length 10: {prefix['trainable_params']:,} trained (MLP included), {prefix['kept_params']:,} kept "
             f"= {100 * prefix['kept_params'] / total:.2f}% of {total:,}")
@@ -301,7 +318,7 @@ def bar(ax, x: float, a: Arm | None, label: str, color: str, width: float = 0.7)
     """One arm as a bar (mean ± sd) with its seeds as dots; nothing where the arm has no runs."""
     if a is None:
         return
-    ax.bar(x, a.mean, width, yerr=0.0 if len(a.values) < 2 else a.sd, capsize=3, color=color, alpha=0.75,
+    ax.bar(x, a.mean, width, yerr=a.err, capsize=3, color=color, alpha=0.75,
            label=lr_label(label, a))
     ax.plot([x + (i - (len(a.values) - 1) / 2) * width / 8 for i in range(len(a.values))], a.values, "o", ms=3,
             c="black", zorder=3)
@@ -312,7 +329,7 @@ def line(ax, xs: list, arms: list[Arm | None], label: str, color: str) -> None:
     pts = [(x, a) for x, a in zip(xs, arms) if a is not None]
     if not pts:
         return
-    ax.errorbar([x for x, _ in pts], [a.mean for _, a in pts], yerr=[0.0 if len(a.values) < 2 else a.sd for _, a in pts],
+    ax.errorbar([x for x, _ in pts], [a.mean for _, a in pts], yerr=[a.err for _, a in pts],
                 marker="o", capsize=3, c=color, label=f"{label} (lr beside each point)")
     for x, a in pts:
         ax.plot([x] * len(a.values), a.values, ".", c=color, ms=4, alpha=0.6)
@@ -388,11 +405,11 @@ def figure(plans: list[Plan] | None = None):
     line(a_len, lengths, drawn, "prefix, every layer, MLP", "C0")
     ft = abl.arm("e2e", "finetune")
     if ft is not None:
-        a_len.axhspan(ft.mean - (ft.sd if len(ft.values) > 1 else 0), ft.mean + (ft.sd if len(ft.values) > 1 else 0),
-                      color="C1", alpha=0.25, label=lr_label("fine-tuning, same data", ft))
+        a_len.axhspan(ft.mean - ft.err, ft.mean + ft.err, color="C1", alpha=0.25,
+                      label=lr_label("fine-tuning, same data", ft))
     fp32 = abl.arm("e2e", "every-mlp-len10-fp32base")
     if fp32 is not None:
-        a_len.errorbar([11], [fp32.mean], yerr=[fp32.sd if len(fp32.values) > 1 else 0], fmt="s", c="C4", capsize=3,
+        a_len.errorbar([11], [fp32.mean], yerr=[fp32.err], fmt="s", c="C4", capsize=3,
                        label=lr_label("len 10 on a float32 base", fp32))
     paper_star(a_len, 10, PAPER_EVERY[10], "paper: len 10 (peak near 10)")
     empty(a_len, abl, "length", drawn)
@@ -411,7 +428,7 @@ def figure(plans: list[Plan] | None = None):
             paper_star(a_pos, n, y, f"paper: {label.split(',')[0]}" if n == 10 else None, color)
     emb_mlp = abl.arm("e2e", "embedding-mlp-len10")
     if emb_mlp is not None:
-        a_pos.errorbar([11], [emb_mlp.mean], yerr=[emb_mlp.sd if len(emb_mlp.values) > 1 else 0], fmt="D", c="C8",
+        a_pos.errorbar([11], [emb_mlp.mean], yerr=[emb_mlp.err], fmt="D", c="C8",
                        capsize=3, label=lr_label("embedding only, MLP, len 10", emb_mlp))
     empty(a_pos, abl, "depth and position", drawn)
     a_pos.set(title="5-6. depth and position: E2E, 5,000 pairs", xscale="log", xlabel="length (virtual tokens)",

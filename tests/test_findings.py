@@ -10,12 +10,18 @@ from experiments.scale import eval_name
 
 
 def write_runs(root: Path, plan_name: str, arm: str, task: str, scores: dict, dev: dict, size: str | None = None,
-               extra: dict | None = None) -> None:
-    """Result files as experiments.run writes them: scores[lr] = test score per seed, dev[lr] = best dev loss."""
+               extra: dict | None = None, whole_grid: bool = True) -> None:
+    """Result files as experiments.run writes them: scores[lr] = test score per seed, dev[lr] = best dev loss.
+    With `whole_grid`, the first seed also runs the plan's other lrs, scoring 0 with a worse dev loss (so the
+    arm's lr is chosen among those given)."""
     plan = Plan(plan_name, root)
     size_spec = next(s for s in plan.plan["sizes"] if size in (None, s["name"]))
     ev = next(e for e in plan.plan["evals"] if (e.get("arm") or e["method"]) == arm and e["task"] == task)
     metric = {"e2e": "bleu", "webnlg": "bleu", "sst2": "accuracy"}[task]
+    if whole_grid:
+        worse = max(dev.values()) + 1.0
+        scores = {**{lr: [0.0] for lr in ev["lrs"] if lr not in scores}, **scores}
+        dev = {**{lr: worse for lr in ev["lrs"] if lr not in dev}, **dev}
     for lr, per_seed in scores.items():
         for seed, score in enumerate(per_seed):
             folder = root / plan.plan["out"] / "results" / eval_name(size_spec, ev, lr, seed)
@@ -120,3 +126,19 @@ def test_the_figure_draws_each_arm_at_its_dev_chosen_lr_with_every_seed(tmp_path
     seeds = sorted(float(y) for line in e2e.lines for y in line.get_ydata() if line.get_marker() == "o")
     assert seeds == [45.0, 50.0, 52.0, 60.0, 61.0, 62.0]  # each seed, the collapsed 45 too; not the 0.0003 runs
     assert "not run yet" not in texts(e2e) and "not run yet" in texts(sst2) and "not run yet" in texts(low)
+
+
+def test_an_arm_counts_only_once_its_first_seed_has_run_its_whole_grid(tmp_path):
+    write_runs(tmp_path, "fulldata", "prefix", "e2e", {0.001: [60.0, 61.0, 59.5]}, {0.001: 1.5})
+    write_runs(tmp_path, "fulldata", "finetune", "e2e", {0.0001: [50.0, 51.0, 50.5]}, {0.0001: 1.4},
+               whole_grid=False)  # 3e-4 and 1e-3 not run yet: its lr is not chosen, whatever its seeds say
+    r = row(tmp_path, "1. prefix ≥ fine-tuning, full data, 2 epochs (E2E")
+    assert r.ours == "not finished yet (prefix, finetune)" and r.verdict == "–"
+    assert row(tmp_path, "1. prefix ≥ fine-tuning, full data, 2 epochs (SST-2").ours.startswith("not run yet")
+
+
+def test_an_arm_with_fewer_seeds_than_planned_says_how_many_ran(tmp_path):
+    write_runs(tmp_path, "findings-e2e", "every-mlp-len10", "e2e", {0.001: [40.0, 41.0, 42.0]}, {0.001: 1.0})
+    write_runs(tmp_path, "findings-e2e", "infix-mlp-len10", "e2e", {0.001: [30.0, 31.0, 32.0]}, {0.001: 1.0})
+    r = row(tmp_path, "6. prefix > infix, length 10")
+    assert r.ours.count("3 of 5 seeds run") == 2 and r.verdict.startswith("reproduced (+10.0")
