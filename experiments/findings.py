@@ -352,7 +352,7 @@ def empty(ax, plan: Plan, what: str, arms: list) -> None:
     """Say in the panel that its runs are missing (and how to make them), where none of `arms` has runs."""
     if any(a is not None for a in arms):
         return
-    ax.text(0.5, 0.5, f"{what}: not run yet\n{plan.command().strip('`')}", transform=ax.transAxes, ha="center",
+    ax.text(0.5, 0.5, f"{what}: no arm finished yet\n{plan.command().strip('`')}", transform=ax.transAxes, ha="center",
             va="center", fontsize=7, color="gray", wrap=True)
 
 

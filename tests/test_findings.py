@@ -107,7 +107,7 @@ def test_the_figure_says_which_panels_have_no_runs_and_how_to_make_them(tmp_path
     matplotlib.use("Agg")
     fig = findings.figure(findings.load(tmp_path))
     axes = fig.axes
-    assert len(axes) == 8 and all("not run yet" in texts(ax) for ax in axes)
+    assert len(axes) == 8 and all("no arm finished yet" in texts(ax) for ax in axes)
     assert "experiments/configs/lowdata-e2e.json" in texts(axes[2]) and "configs/webnlg.json" in texts(axes[3])
     assert not any(p.get_height() for ax in axes for p in ax.patches)  # no bar drawn from nothing
 
@@ -125,7 +125,7 @@ def test_the_figure_draws_each_arm_at_its_dev_chosen_lr_with_every_seed(tmp_path
                                                     for lab in labels)
     seeds = sorted(float(y) for line in e2e.lines for y in line.get_ydata() if line.get_marker() == "o")
     assert seeds == [45.0, 50.0, 52.0, 60.0, 61.0, 62.0]  # each seed, the collapsed 45 too; not the 0.0003 runs
-    assert "not run yet" not in texts(e2e) and "not run yet" in texts(sst2) and "not run yet" in texts(low)
+    assert "finished yet" not in texts(e2e) and "finished yet" in texts(sst2) and "finished yet" in texts(low)
 
 
 def test_an_arm_counts_only_once_its_first_seed_has_run_its_whole_grid(tmp_path):
