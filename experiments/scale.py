@@ -413,7 +413,9 @@ def collect(plan: dict, out: Path) -> dict:
                           # WebNLG: test BLEU on the categories seen in training and on the unseen ones
                           **{k: mean_of([r["metrics"].get(k) for r in finite[lr]]) for k in ("bleu_seen", "bleu_unseen")
                              if ev["task"] == "webnlg"},
-                          "dev_loss_by_lr": {fmt_lr(k): statistics.mean(r["best_dev_loss"] for r in v)
+                          # what the choice compared: each lr's mean dev loss over the seeds every lr has
+                          "dev_loss_by_lr": {fmt_lr(k): statistics.mean(r["best_dev_loss"] for r in v
+                                                                        if not common or r["seed"] in common)
                                              for k, v in finite.items()}})
     return {"runs": runs, "table": table}
 
@@ -506,7 +508,7 @@ def markdown(result: dict, out: Path, title: str = "Scale curve") -> str:
         ft = {r["size"]: r["mean"] for r in rows if r["method"] == "finetune"}
         ser = task == "e2e"
         lines += ["", f"## {task.upper()}: test {unit}", "",
-                  "| model | arm | chosen lr | dev loss by lr | test: mean ± sd (each seed) | n "
+                  "| model | arm | chosen lr | dev loss by lr (on the seeds every lr ran) | test: mean ± sd (each seed) | n "
                   "| prefix − fine-tuning | parameters trained / kept |" + (" slot errors (%) |" if ser else "")
                   + (" BLEU seen / unseen categories |" if seen else ""),
                   "|---|---|---|---|---|---|---|---|" + ("---|" if ser or seen else "")]

@@ -84,8 +84,27 @@ def test_stability_compares_spread_over_seeds_and_over_the_lr_grid(tmp_path):
     write_runs(tmp_path, "findings-e2e", "every-direct-len10", "e2e",
                {0.03: [10.0], 0.1: [38.0, 30.0, 42.0], 0.3: [5.0]}, {0.03: 1.5, 0.1: 1.1, 0.3: 2.0})
     r = row(tmp_path, "7. MLP reparameterization")
-    assert r.verdict.startswith("reproduced: direct varies more over seeds and over lrs")
+    assert r.verdict.startswith("reproduced: the direct table varies more (sd 6.1 vs 0.5 over seeds, F test p = 0.01)")
     assert "MLP 1.0, direct 33.0" in r.ours  # first seed's BLEU range over the grid
+
+
+def test_a_spread_as_large_over_seeds_is_no_evidence_of_instability(tmp_path):
+    write_runs(tmp_path, "findings-e2e", "every-mlp-len10", "e2e", {0.001: [41.4, 41.2, 36.0, 39.3, 40.6]},
+               {0.001: 1.0})
+    write_runs(tmp_path, "findings-e2e", "every-direct-len10", "e2e", {0.1: [39.1, 40.7, 35.5, 41.7, 39.0]}, {0.1: 1.0})
+    r = row(tmp_path, "7. MLP reparameterization")
+    assert r.verdict.startswith("not reproduced: no difference in spread (sd 2.4 vs 2.2 over seeds, F test p = 0.4")
+
+
+def test_the_f_test_matches_the_tables():
+    from experiments.findings import betainc
+
+    def sf(f, d1, d2):  # P(F > f) for the F distribution with (d1, d2) degrees of freedom
+        return betainc(d2 / 2, d1 / 2, d2 / (d2 + d1 * f))
+    # upper 5% points of F from the standard tables: F(4,4) 6.388, F(2,2) 19.00, F(1,10) 4.965, F(4,10) 3.478
+    for f, d1, d2 in ((6.388, 4, 4), (19.0, 2, 2), (4.965, 1, 10), (3.478, 4, 10)):
+        assert abs(sf(f, d1, d2) - 0.05) < 2e-4
+    assert abs(sf(1.0, 4, 4) - 0.5) < 1e-9  # equal variances: the median
 
 
 def test_unseen_categories_use_the_runs_unseen_bleu(tmp_path):

@@ -135,6 +135,8 @@ def test_learning_rate_is_chosen_on_dev_loss_over_shared_seeds(tmp_path):
         write_run(tmp_path, size, ev, 3e-3, seed, dev, bleu)
     row = collect(plan, tmp_path)["table"][0]
     assert row["chosen_lr"] == 1e-3  # 1.1 vs 1.5 on seeds 0 and 1; test BLEU never looked at
+    # the report shows what was compared: seed 2's 0.1 is not in 3e-3's mean
+    assert row["dev_loss_by_lr"] == {"0.001": pytest.approx(1.1), "0.003": pytest.approx(1.5)}
     assert row["scores"] == [50.0, 52.0] and row["mean"] == pytest.approx(51.0) and row["n"] == 2
     # a diverged lr (non-finite dev loss) is never chosen
     write_run(tmp_path, size, ev, 1e-3, 2, float("nan"), 0.0)
