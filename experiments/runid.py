@@ -32,7 +32,11 @@ def read_predictions(folder: Path) -> list[str] | None:
     if plain.exists():
         return plain.read_text(encoding="utf-8").splitlines()
     if packed.exists():
-        return gzip.decompress(packed.read_bytes()).decode("utf-8").splitlines()
+        try:
+            return gzip.decompress(packed.read_bytes()).decode("utf-8").splitlines()
+        except (OSError, EOFError, UnicodeDecodeError) as e:  # a cut or damaged copy
+            raise ValueError(f"{packed} is not a readable gzip of UTF-8 text ({e}): restore it from git, or "
+                             "run the job again (delete its results folder first)") from None
     return None
 
 

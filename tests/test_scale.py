@@ -287,3 +287,7 @@ def test_packed_predictions_read_the_same_and_score_the_same_slot_errors(tmp_pat
     assert read_predictions(folder) == lines
     assert collect(plan, tmp_path)["table"][0]["slot_error_rate"] == before
     assert read_predictions(tmp_path) is None  # a folder with neither
+    packed = (folder / "predictions.txt.gz").read_bytes()
+    (folder / "predictions.txt.gz").write_bytes(packed[: len(packed) // 2])  # cut short
+    with pytest.raises(ValueError, match="predictions.txt.gz is not a readable gzip"):
+        read_predictions(folder)
