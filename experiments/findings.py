@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .scale import arm as arm_name
-from .scale import FLOORS, at_edge, collect, fmt_lr, load_plan
+from .scale import at_edge, collect, draw_floors, fmt_lr, load_plan
 
 CONFIGS = Path(__file__).parent / "configs"
 CLOSE, CLOSE_SEEDS = 3.0, 5  # arms closer than 3 points need 5 seeds
@@ -100,10 +100,11 @@ class Plan:
             return None
         return Arm(arm, row["chosen_lr"], values, at_edge(row), len(ev["seeds"]))
 
-    def first_seed_by_lr(self, task: str, arm: str) -> list[float]:
-        """The test scores of the first seed at every lr of the grid (how much the lr matters)."""
-        first = min((r["seed"] for r in self.result["runs"] if r["task"] == task and r["arm"] == arm), default=None)
-        return [r["score"] for r in self.result["runs"] if r["task"] == task and r["arm"] == arm and r["seed"] == first]
+    def first_seed_by_lr(self, task: str, arm: str) -> list[tuple[float, float]]:
+        """(lr, test score) of the first seed at every lr of the grid, by lr (how much the lr matters)."""
+        runs = [r for r in self.result["runs"] if r["task"] == task and r["arm"] == arm]
+        first = min((r["seed"] for r in runs), default=None)
+        return sorted((r["lr"], r["score"]) for r in runs if r["seed"] == first)
 
     def link(self) -> str:
         return f"[{self.name}]({self.links}{self.out.name}/RESULTS.md)"  # links: the way to experiments/
@@ -248,7 +249,7 @@ def stability(plan: Plan) -> Row:
         return missing(finding, paper, plan, "every-mlp-len10, every-direct-len10", "e2e",
                        ("every-mlp-len10", "every-direct-len10"))
     spans = {k: plan.first_seed_by_lr("e2e", k) for k in ("every-mlp-len10", "every-direct-len10")}
-    span_mlp, span_direct = (max(v) - min(v) for v in spans.values())
+    span_mlp, span_direct = (max(s for _, s in v) - min(s for _, s in v) for v in spans.values())
     ours = (f"MLP {mlp.text()}, direct {direct.text()}; BLEU range over the lr grid (first seed): "
             f"MLP {span_mlp:.1f}, direct {span_direct:.1f}")
     if len(mlp.values) < 2 or len(direct.values) < 2 or not (mlp.sd > 0 and direct.sd > 0):
@@ -376,12 +377,6 @@ def paper_star(ax, x: float, y: float | None, label: str | None = None, color: s
         ax.plot([x], [y], "*", ms=10, c=color, mec="black", mew=0.5, label=label, zorder=4)
 
 
-def floors(ax, task: str) -> None:
-    for y, text in FLOORS.get(task, []):
-        ax.axhline(y, ls=":", c="gray", lw=1)
-        ax.annotate(text, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=6, color="gray")
-
-
 def empty(ax, plan: Plan, what: str, arms: list) -> None:
     """Say in the panel that its runs are missing (and how to make them), where none of `arms` has runs."""
     if any(a is not None for a in arms):
@@ -473,8 +468,7 @@ def figure(plans: list[Plan] | None = None):
 
     drawn = []
     for arm, label, color in (("every-mlp-len10", "MLP", "C0"), ("every-direct-len10", "direct table", "C5")):
-        first = sorted((r["lr"], r["score"]) for r in abl.result["runs"] if r["task"] == "e2e" and r["arm"] == arm
-                       and r["seed"] == min(q["seed"] for q in abl.result["runs"] if q["arm"] == arm))
+        first = abl.first_seed_by_lr("e2e", arm)
         a = abl.arm("e2e", arm)
         drawn.append(a)
         if not first or a is None:
@@ -503,7 +497,7 @@ def figure(plans: list[Plan] | None = None):
 
     for ax, task in zip(axes.flat, ("e2e", "sst2", "e2e", None, "e2e", "e2e", "e2e", "e2e")):
         if task:
-            floors(ax, task)
+            draw_floors(ax, task, fontsize=6)
         if task != "sst2":  # one BLEU scale for every panel, the paper's values in view
             ax.set_ylim(0, 88)
         if ax.get_legend_handles_labels()[0]:

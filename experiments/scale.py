@@ -339,11 +339,11 @@ MEDIUM_NON_EMBEDDING = 24 * 12 * 1024 * 1024 + 24 * 13 * 1024 + 2 * 1024  # bloc
 FLOORS = {"e2e": [(58.0, "template floor (~58 BLEU)")], "sst2": [(50.0, "chance"), (80.9, "bag of words (80.9%)")]}
 
 
-def draw_floors(ax, task: str) -> None:
+def draw_floors(ax, task: str, fontsize: float = 8) -> None:
     """The task's reference levels (template floor, chance, bag of words) as labelled dotted lines."""
     for y, label in FLOORS.get(task, []):
         ax.axhline(y, ls=":", c="gray")
-        ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
+        ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=fontsize, color="gray")
 
 
 def e2e_slot_errors(folder: Path) -> float | None:
