@@ -21,6 +21,8 @@ Verdicts compare means with their standard error, se = sqrt(sd_a^2 / n_a + sd_b^
 than 2 se the other way, "not reproduced" when it is within 2 se. Two arms less than 3 points apart need
 5 seeds each (the protocol's rule); with fewer the verdict is "not settled": add seeds 3 and 4 to both
 arms' "seeds" in the plan and run it again (finished runs are kept; the new seeds run at the chosen lr).
+An arm whose runs ended on their budget while dev loss still fell (by more than 1% in the last epoch) says
+so in how many: more steps would likely score higher, so a verdict against it holds at this budget only.
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ class Arm:
     values: list[float]
     edge: bool = False  # the lr is the smallest or largest of its grid (scale.at_edge)
     planned: int = 0  # the seeds the plan wants (more than have run: the text says how many ran)
+    learning: int = 0  # runs stopped by their budget while dev loss still fell (`still_learning`)
 
     @property
     def mean(self) -> float:
@@ -67,7 +70,15 @@ class Arm:
         edge = ", at the grid's edge" if self.edge else ""
         each = ", ".join(f"{v:.1f}" for v in self.values)  # every seed, so that a collapsed one stays in view
         ran = f"; {len(self.values)} of {self.planned} seeds run" if self.planned > len(self.values) else ""
-        return f"{self.mean:.1f}{spread} (n={len(self.values)}: {each}; lr {fmt_lr(self.lr)}{edge}{ran})"
+        learning = (f"; dev loss still falling at the end in {self.learning} of {len(self.values)}"
+                    if self.learning else "")
+        return f"{self.mean:.1f}{spread} (n={len(self.values)}: {each}; lr {fmt_lr(self.lr)}{edge}{ran}{learning})"
+
+
+def still_learning(dev_loss) -> bool:
+    """Whether a run's last dev evaluation improved on every earlier one by more than 1%: its budget, not early
+    stopping, ended it, and more steps would likely have scored higher (a run with one evaluation can't say)."""
+    return isinstance(dev_loss, list) and len(dev_loss) > 1 and dev_loss[-1] < 0.99 * min(dev_loss[:-1])
 
 
 class Plan:
@@ -98,7 +109,8 @@ class Plan:
         values = [r["score"] if metric is None else r["metrics"].get(metric) for r in runs]
         if any(v is None for v in values):
             return None
-        return Arm(arm, row["chosen_lr"], values, at_edge(row), len(ev["seeds"]))
+        learning = sum(still_learning(r["metrics"].get("dev_loss")) for r in runs)
+        return Arm(arm, row["chosen_lr"], values, at_edge(row), len(ev["seeds"]), learning)
 
     def first_seed_by_lr(self, task: str, arm: str) -> list[tuple[float, float]]:
         """(lr, test score) of the first seed at every lr of the grid, by lr (how much the lr matters)."""
@@ -296,6 +308,8 @@ def rows(root: Path = Path("."), links: str = "", plans: list[Plan] | None = Non
     for n in (50, 100, 200, 500):
         out.append(pair(f"2. low data, {n} pairs: prefix > fine-tuning (E2E BLEU)", "+2.9 BLEU on average over "
                         "50-500", low, "e2e", f"prefix-n{n}", f"finetune-n{n}", higher))
+    out.append(pair("2. low data, 500 pairs, 5x the steps (1,000): prefix > fine-tuning (E2E BLEU)", "+2.9 BLEU on "
+                    "average over 50-500", low, "e2e", "prefix-n500-long", "finetune-n500-long", higher))
     for n in (50, 100, 200, 500):
         out.append(pair(f"2. low data, {n} pairs: real-word init > random init", "real-word init helps (Fig. 3)",
                         low, "e2e", f"prefix-text-n{n}", f"prefix-n{n}", higher))
@@ -358,14 +372,14 @@ def bar(ax, x: float, a: Arm | None, label: str, color: str, width: float = 0.7)
             c="black", zorder=3)
 
 
-def line(ax, xs: list, arms: list[Arm | None], label: str, color: str, shift: float = 1.0) -> None:
+def line(ax, xs: list, arms: list[Arm | None], label: str, color: str, shift: float = 1.0, marker: str = "o") -> None:
     """Arms along x (mean ± sd, seeds as dots, each point's lr beside it); points without runs are left out.
     `shift` scales x (on a log axis: a small sideways offset, so that series at the same x stay apart)."""
     pts = [(x * shift, a) for x, a in zip(xs, arms) if a is not None]
     if not pts:
         return
     ax.errorbar([x for x, _ in pts], [a.mean for _, a in pts], yerr=[a.err for _, a in pts],
-                marker="o", capsize=3, c=color, label=f"{label} (lr beside each point)")
+                marker=marker, capsize=3, c=color, label=f"{label} (lr beside each point)")
     for x, a in pts:
         ax.plot([x] * len(a.values), a.values, ".", c=color, ms=4, alpha=0.6)
         ax.annotate(fmt_lr(a.lr) + ("*" if a.edge else ""), (x, a.mean), textcoords="offset points", xytext=(4, -9),
@@ -411,9 +425,13 @@ def figure(plans: list[Plan] | None = None):
                                      ("finetune-n{}", "fine-tuning", "C1", 1.07)):
         drawn += [low.arm("e2e", arm.format(n)) for n in ns]
         line(a_low, ns, drawn[-len(ns):], label, color, shift)
+    for arm, label, color, shift in (("prefix-n500-long", "prefix, 5x the steps", "C0", 1.2),
+                                     ("finetune-n500-long", "fine-tuning, 5x the steps", "C1", 1.32)):
+        drawn.append(low.arm("e2e", arm))
+        line(a_low, [500], drawn[-1:], label, color, shift, marker="s")
     empty(a_low, low, "low data", drawn)
     a_low.set(title="2. low data: E2E (paper: prefix +2.9 BLEU on average)", xscale="log", xlabel="training pairs "
-              "(each seed its own sample)", ylabel="test BLEU")
+              "(each seed its own sample; ~200 steps, squares 1,000)", ylabel="test BLEU")
     a_low.set_xticks(ns, [str(n) for n in ns])
     a_low.minorticks_off()
 

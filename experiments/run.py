@@ -108,12 +108,17 @@ def check_lengths(cfg: ExperimentConfig, base: GPT, train_lengths: list[int], te
                              f"the model's context of {ctx} positions; use LEN <= {ctx - n}")
 
 
-def git_commit() -> str:
+CODE = ("*.py", "experiments/configs", "requirements*.txt", "Makefile")  # what a run's result depends on
+
+
+def git_commit(where: Path = Path(__file__).parent) -> str:
+    """HEAD's short hash, "+dirty" when tracked code or configs differ from it (results and reports that the
+    runs themselves rewrite, such as a plan's jobs.json, don't count)."""
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent).stdout.strip()
+                             cwd=where, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                *(f":(top){p}" for p in CODE)], capture_output=True, text=True, cwd=where).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):  # a copy of the tree without git: the copier may say
         return os.environ.get("EXPERIMENT_COMMIT", "unknown")

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from conftest import hf_model
 from experiments.config import parse_cli
+from experiments.run import git_commit
 from experiments.run import main as run
 from experiments.sweep import sweep_runs
 from minigpt import GPT
@@ -157,3 +159,20 @@ def test_a_run_is_printed_beside_the_shipped_reference_run_with_its_settings(tmp
     assert "this run (" in out and "reference (" in out and f"reference: {reference / 'shipped-run'}/" in out
     run(args + ["--lr=0.002", "--name=lr2", f"--results_dir={tmp_path / 'mine'}", f"--runs_dir={tmp_path / 'mine-state'}"])
     assert "no run in" in capsys.readouterr().out
+
+
+def test_the_recorded_commit_is_dirty_only_when_code_differs(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "experiments" / "plan").mkdir(parents=True)
+    (tmp_path / "model.py").write_text("x = 1\n")
+    (tmp_path / "experiments" / "plan" / "jobs.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    clean = git_commit(tmp_path / "experiments")
+    assert clean and "+dirty" not in clean and clean != "unknown"
+    (tmp_path / "experiments" / "plan" / "jobs.json").write_text('{"done": 1}\n')  # a sweep's own bookkeeping
+    assert git_commit(tmp_path / "experiments") == clean
+    (tmp_path / "model.py").write_text("x = 2\n")  # the code changed: the runs may not be HEAD's
+    assert git_commit(tmp_path / "experiments") == clean + "+dirty"

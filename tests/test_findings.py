@@ -46,7 +46,7 @@ def test_verdicts_follow_the_difference_and_its_standard_error():
 
 def test_every_row_says_not_run_without_results(tmp_path):
     rows = findings.rows(tmp_path)
-    assert len(rows) == 24 and all(r.ours.startswith("not run yet") and r.verdict == "–" for r in rows)
+    assert len(rows) == 25 and all(r.ours.startswith("not run yet") and r.verdict == "–" for r in rows)
     text = findings.markdown(tmp_path)
     assert "python -m experiments.scale run experiments/configs/fulldata.json" in text
 
@@ -161,3 +161,14 @@ def test_an_arm_with_fewer_seeds_than_planned_says_how_many_ran(tmp_path):
     write_runs(tmp_path, "findings-e2e", "infix-mlp-len10", "e2e", {0.001: [30.0, 31.0, 32.0]}, {0.001: 1.0})
     r = row(tmp_path, "6. prefix > infix, length 10")
     assert r.ours.count("3 of 5 seeds run") == 2 and r.verdict.startswith("reproduced (+10.0")
+
+
+def test_an_arm_still_learning_when_its_budget_ended_says_so(tmp_path):
+    write_runs(tmp_path, "fulldata", "prefix", "e2e", {0.001: [40.0, 41.0, 42.0]}, {0.001: 2.0},
+               extra={"dev_loss": [3.0, 2.5, 2.0]})  # fell 20% in the last epoch: stopped by the budget
+    write_runs(tmp_path, "fulldata", "finetune", "e2e", {0.0003: [60.0, 61.0, 62.0]}, {0.0003: 1.0},
+               extra={"dev_loss": [1.2, 1.0, 1.005]})  # rose at the end: it had converged
+    r = row(tmp_path, "1. prefix ≥ fine-tuning, full data, 2 epochs (E2E")
+    assert r.ours.count("dev loss still falling at the end in 3 of 3") == 1
+    assert r.ours.index("still falling") < r.ours.index(" vs ")  # said of the prefix, not of fine-tuning
+    assert not findings.still_learning([2.0, 1.995]) and not findings.still_learning([2.0])  # under 1%; one eval
