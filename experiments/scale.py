@@ -16,7 +16,8 @@ which saves (lrs - 1) runs per further seed on a CPU).
 starts every job as soon as what it needs is done (a model's evaluations
 wait for its pretraining), up to --jobs at a time on one machine (they share a GPU well: at these sizes
 each process is bound by kernel launches). With --deadline, no job starts that cannot finish in time, and
-jobs still running at the deadline are stopped and recorded as unfinished, so a fixed budget always ends
+jobs still running at the deadline are stopped (by Ctrl-C, on which training saves its state, so the next
+`run` resumes them) and recorded as unfinished, so a fixed budget always ends
 with what finished written down. Finished jobs are not run again. A job's expected time is learnt from the
 runs finished in the output folder (`Clock`): its arm's longest run times 1.25, or, for an arm not run yet,
 its plan estimate corrected by how far off the estimates were for the arms that have run; so a budget is
@@ -256,10 +257,18 @@ def write_status(out: Path, jobs: list[Job], t0: float) -> None:
     atomic_write(out / "jobs.json", lambda t: Path(t).write_text(json.dumps(rows, indent=2) + "\n"))
 
 
+def hear_ctrl_c() -> None:
+    """In a job's process before it starts: take Ctrl-C (SIGINT) as Python does by default, even where the sweep
+    was started in the background (`cmd &`), which makes its children ignore SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll: float = 1.0,
-             threads: int | None = None) -> list[Job]:
+             threads: int | None = None, grace: float = 60.0) -> list[Job]:
     """Run `jobs` (dependencies first, `max_jobs` at a time, each with `threads` CPU threads: by default the
-    machine's cores shared out) until all are settled or the time `end` passes."""
+    machine's cores shared out) until all are settled or the time `end` passes. Jobs still running then get
+    Ctrl-C (SIGINT), on which training saves its state and stops, and are killed if they have not ended
+    `grace` seconds later."""
     t0 = time.time()
     by_name = {j.name: j for j in jobs}
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -285,11 +294,11 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
                 left = sum(x.status in ("waiting", "running") for x in jobs)
                 print(f"[{now - t0:6.0f}s] {j.status}: {name} ({j.seconds:.0f}s); {left} jobs left", flush=True)
         if end is not None and now >= end:
-            for name, proc in running.items():
-                os.killpg(proc.pid, signal.SIGTERM)
+            for name, proc in running.items():  # as Ctrl-C: training saves its state, so the next `run` resumes it
+                os.killpg(proc.pid, signal.SIGINT)
             for name, proc in running.items():
                 try:
-                    proc.wait(timeout=20)
+                    proc.wait(timeout=grace)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                 j = by_name[name]
@@ -318,7 +327,7 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
                 j.status, j.started = "running", now
                 log = open(out / "logs" / f"{j.name}.log", "a")
                 running[j.name] = subprocess.Popen(j.cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                   start_new_session=True)
+                                                   start_new_session=True, preexec_fn=hear_ctrl_c)
                 log.close()
                 print(f"[{now - t0:6.0f}s] started {j.name}", flush=True)
         write_status(out, jobs, t0)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,7 @@ from tqdm.auto import tqdm
 
 from minigpt import IGNORE
 from minigpt.fast.optim import adamw
-from minigpt.runtime import autocast, evaluating, rank_and_world
+from minigpt.runtime import GracefulInterrupt, autocast, evaluating, rank_and_world
 from minigpt.io import CheckpointError, atomic_write, load_state
 
 from .data import bucket_batches
@@ -65,35 +63,6 @@ class Progress:
 
 class TrainingDiverged(RuntimeError):
     """The training or dev loss became inf or nan: the run stops and is not scored."""
-
-
-class GracefulInterrupt:
-    """While active, Ctrl-C (SIGINT) only sets `requested`, so that the loop can end its step, save the
-    training state and stop (`stop_if_requested`); a second Ctrl-C interrupts at once. Signals reach only
-    the main thread, and under torchrun every process must stop together, so it is off elsewhere."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.requested = False
-
-    def __enter__(self) -> "GracefulInterrupt":
-        if self.enabled:
-            previous = signal.signal(signal.SIGINT, self._handle)
-            self.previous = signal.SIG_DFL if previous is None else previous  # None: not set from Python
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self.previous)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            signal.signal(signal.SIGINT, self.previous)
-
-    def stop_if_requested(self, log, state_file: Path) -> None:
-        if self.requested:
-            log(f"interrupted: the training state is saved in {state_file}; rerun the same command to resume")
-            raise KeyboardInterrupt
 
 
 def collate(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

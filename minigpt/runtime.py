@@ -1,10 +1,13 @@
-"""Three small things every training and evaluation loop needs, defined once: bf16 autocast as a
-context factory, eval mode that restores the module's mode afterwards, and this process's place
-among torchrun's processes."""
+"""Four small things every training and evaluation loop needs, defined once: bf16 autocast as a
+context factory, eval mode that restores the module's mode afterwards, this process's place
+among torchrun's processes, and Ctrl-C that lets the current step finish."""
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,3 +37,32 @@ def rank_and_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+class GracefulInterrupt:
+    """While active, Ctrl-C (SIGINT) only sets `requested`, so that the loop can end its step, save the
+    training state and stop (`stop_if_requested`); a second Ctrl-C interrupts at once. Signals reach only
+    the main thread, and under torchrun every process must stop together, so it is off elsewhere."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+
+    def __enter__(self) -> "GracefulInterrupt":
+        if self.enabled:
+            previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = signal.SIG_DFL if previous is None else previous  # None: not set from Python
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def stop_if_requested(self, log, state_file: Path) -> None:
+        if self.requested:
+            log(f"interrupted: the training state is saved in {state_file}; rerun the same command to resume")
+            raise KeyboardInterrupt

@@ -54,3 +54,23 @@ def test_decode_bench_decodes_a_runs_test_set_both_ways_alike(tmp_path, gpt2_voc
     assert all(len(s) == 2 and min(s) > 0 for s in row["seconds"].values())
     with pytest.raises(SystemExit, match="not a finished prefix run"):
         bench_decode(["--run", str(tmp_path), "--no-write"])
+
+
+def test_jobs_bench_times_each_step_of_the_experiments_training_loop():
+    cmd = [sys.executable, "-m", "bench.jobs", "--child", "--method", "prefix", "--precision", "fp32",
+           "--threads", "1", "--task", "e2e", "--model", "checkpoints/minigpt-gutenberg", "--steps", "3",
+           "--warmup", "1"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seconds = json.loads(out.stdout.strip().splitlines()[-1])["step_seconds"]
+    assert len(seconds) == 3 and all(0 < s < 60 for s in seconds)  # the steps after the warm-up, one by one
+
+
+def test_jobs_bench_table_compares_the_layouts_and_the_precisions():
+    from bench.jobs import table
+    row = dict(cpu="X", cores=2, method="finetune", date="d", command="c")
+    rows = [{**row, "precision": "bf16", "alone_steps_per_s": 1.0, "shared_steps_per_s": 1.5},
+            {**row, "precision": "fp32", "alone_steps_per_s": 2.0, "shared_steps_per_s": 3.0}]
+    bf16, fp32 = table(rows).splitlines()[2:]
+    assert "| 1.00 | 1.50 | 1.50× | 2.00× |" in bf16  # 2 runs side by side: 1.5x; fp32 twice bf16's speed
+    assert "| 2.00 | 3.00 | 1.50× | – |" in fp32

@@ -49,6 +49,32 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_ctrl_c_finishes_the_step_saves_and_resuming_equals_uninterrupted(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from minigpt.pretraining import train as train_mod
+    cache = tmp_path / "cache"
+    pretrain(tiny_args(tmp_path / "straight", cache))
+    real, calls = train_mod.train_step, {"n": 0}
+
+    def step_then_ctrl_c(run):  # Ctrl-C arrives as step 3's update is done but before it is counted
+        out = real(run)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+    monkeypatch.setattr(train_mod, "train_step", step_then_ctrl_c)
+    with pytest.raises(SystemExit, match="interrupted at step 3"):
+        pretrain(tiny_args(tmp_path / "resumed", cache))
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=False)["step"] == 3
+    pretrain(tiny_args(tmp_path / "resumed", cache, "--resume", "--save-dtype", "float16"))
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_shipped_checkpoint():
     card = json.loads((SHIPPED / "model_card.json").read_text())
     metrics = json.loads((SHIPPED / "pretrain_metrics.json").read_text())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 
@@ -61,19 +62,27 @@ def script(tmp_path, name, body):
 
 
 def test_deadline_stops_late_jobs_and_skips_what_cannot_finish(tmp_path):
-    done = tmp_path / "quick.done"
+    done, saved = tmp_path / "quick.done", tmp_path / "slow.saved"
     quick = Job("quick", script(tmp_path, "q", f"open({str(done)!r}, 'w').write('ok')"), done, estimate=1)
-    slow = Job("slow", script(tmp_path, "s", "import time; time.sleep(60)"), tmp_path / "never", estimate=1)
+    # as training does on Ctrl-C: save, then stop
+    slow = Job("slow", script(tmp_path, "s", f"import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+                                             f"    open({str(saved)!r}, 'w').write('state')\n    raise"),
+               tmp_path / "never", estimate=1)
     broken = Job("broken", script(tmp_path, "b", "raise SystemExit(3)"), tmp_path / "never2", estimate=1)
     after_broken = Job("after", [sys.executable, "-c", "pass"], tmp_path / "never3", estimate=1, needs=["broken"])
     too_long = Job("long", [sys.executable, "-c", "pass"], tmp_path / "never4", estimate=3600)
     start = time.time()
-    jobs = run_jobs([quick, slow, broken, after_broken, too_long], tmp_path, max_jobs=3, end=time.time() + 6,
-                    poll=0.2)
-    assert time.time() - start < 40
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a sweep started with `&`: children inherit it
+    try:
+        jobs = run_jobs([quick, slow, broken, after_broken, too_long], tmp_path, max_jobs=3, end=time.time() + 6,
+                        poll=0.2)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert time.time() - start < 40  # the stopped job ended on Ctrl-C, not on the kill a minute later
     status = {j.name: j.status for j in jobs}
     assert status == {"quick": "done", "slow": "unfinished", "broken": "failed", "after": "skipped",
                       "long": "skipped"}
+    assert saved.read_text() == "state"  # the stopped job could save what it had done
     recorded = {r["name"]: r["status"] for r in json.loads((tmp_path / "jobs.json").read_text())}
     assert recorded == status
     # a second run does not repeat what finished

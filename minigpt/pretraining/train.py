@@ -9,7 +9,7 @@ Each source is tokenized once into uint16 shards (cached under --cache-dir, keye
 contents; minigpt/pretraining/mixture.py). Training draws each row's source by weight and a random window of it, uses
 AdamW with warmup + cosine decay, gradient clipping and accumulation, bf16 autocast where
 supported, evaluates fixed validation windows of every source (the loss per source and their weighted mean),
-and writes atomic checkpoints (`--resume`; Ctrl-C saves one too).
+and writes atomic checkpoints (`--resume`; Ctrl-C finishes the step, saves one and stops).
 The schedule can be step-based (`--max-steps`) or time-based (`--max-seconds`: the cosine runs over
 wall-clock time, so a fixed budget ends exactly at the bottom of the schedule). The result is saved in
 Hugging Face GPT-2 format with a loss curve and metrics.
@@ -39,7 +39,7 @@ from ..datadir import find_data
 from ..fast.optim import adamw
 from ..io import CheckpointError, atomic_write, load_state
 from ..model import GPT
-from ..runtime import autocast, evaluating
+from ..runtime import GracefulInterrupt, autocast, evaluating
 from ..tokenizer import load_tokenizer
 from .mixture import Mixture, Source, split_files, unigram_loss, val_windows
 
@@ -365,7 +365,7 @@ def train_step(run: Pretraining) -> tuple[float, float, float]:
 
 def train(run: Pretraining) -> bool:
     """Steps until the budget is spent (or --stop-after-steps), with evaluations, checkpoints and a progress
-    bar; Ctrl-C saves the state and stops. Returns whether it stopped before the budget was spent."""
+    bar; Ctrl-C finishes the step, saves the state and stops. Returns whether it stopped before the budget was spent."""
     a = run.args
     tokens_per_step = a.batch_size * a.grad_accum * a.block_size * run.world
     bar = tqdm(total=a.max_steps if not a.max_seconds else None, initial=run.step, disable=not run.master,
@@ -376,33 +376,37 @@ def train(run: Pretraining) -> bool:
     last = time.perf_counter()
     stop_at = run.step + a.stop_after_steps if a.stop_after_steps else None
     try:
-        while run.progress() < 1.0 and (a.max_seconds or run.step < a.max_steps) and run.step != stop_at:
-            loss, lr, gnorm = train_step(run)
-            run.step += 1
-            run.tokens_seen += tokens_per_step
-            now = time.perf_counter()
-            run.elapsed += now - last
-            last = now
-            if run.master:
-                bar.update(1)
-                left = {"left": f"{max(0.0, a.max_seconds - run.elapsed) / 60:.1f}min"} if a.max_seconds else {}
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}",
-                                tok_s=f"{run.tokens_seen / max(run.elapsed, 1e-9):,.0f}", **left)  # a budget's ETA
-                if run.step % 10 == 0:
-                    run.log.append({"step": run.step, "tokens": run.tokens_seen, "elapsed": round(run.elapsed, 1),
-                                    "train_loss": loss, "lr": lr, "grad_norm": gnorm})
-            if run.step % a.eval_interval == 0 and run.master:
-                vl = log_eval(run)
-                bar.write(f"step {run.step}: val loss {vl:.4f} (ppl {math.exp(vl):.1f}), {run.tokens_seen:,} "
-                          f"tokens, {run.elapsed:.0f}s")
-                last = time.perf_counter()  # evaluation time is not training time
-            if run.step % a.ckpt_interval == 0:
-                save_state(run)
-                last = time.perf_counter()
-    except KeyboardInterrupt:
-        save_state(run)
+        with GracefulInterrupt(enabled=not run.ddp) as interrupt:
+            while run.progress() < 1.0 and (a.max_seconds or run.step < a.max_steps) and run.step != stop_at:
+                loss, lr, gnorm = train_step(run)
+                run.step += 1
+                run.tokens_seen += tokens_per_step
+                now = time.perf_counter()
+                run.elapsed += now - last
+                last = now
+                if run.master:
+                    bar.update(1)
+                    left = {"left": f"{max(0.0, a.max_seconds - run.elapsed) / 60:.1f}min"} if a.max_seconds else {}
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}",
+                                    tok_s=f"{run.tokens_seen / max(run.elapsed, 1e-9):,.0f}", **left)  # a budget's ETA
+                    if run.step % 10 == 0:
+                        run.log.append({"step": run.step, "tokens": run.tokens_seen, "elapsed": round(run.elapsed, 1),
+                                        "train_loss": loss, "lr": lr, "grad_norm": gnorm})
+                if run.step % a.eval_interval == 0 and run.master:
+                    vl = log_eval(run)
+                    bar.write(f"step {run.step}: val loss {vl:.4f} (ppl {math.exp(vl):.1f}), {run.tokens_seen:,} "
+                              f"tokens, {run.elapsed:.0f}s")
+                    last = time.perf_counter()  # evaluation time is not training time
+                if run.step % a.ckpt_interval == 0 or interrupt.requested:
+                    save_state(run)
+                    last = time.perf_counter()
+                if interrupt.requested:  # Ctrl-C: the step it came in finished, and was saved
+                    bar.close()
+                    raise SystemExit(f"interrupted at step {run.step}: saved {run.state_file}; continue with --resume")
+    except KeyboardInterrupt:  # a second Ctrl-C, or any under torchrun: the step it came in is half done
         bar.close()
-        raise SystemExit(f"interrupted at step {run.step}: saved {run.state_file}; continue with --resume") from None
+        kept = f"{run.state_file} keeps the last checkpoint" if run.state_file.exists() else "nothing was saved yet"
+        raise SystemExit(f"interrupted during step {run.step + 1}: {kept}; continue with --resume") from None
     bar.close()
     save_state(run)
     return run.step == stop_at and run.progress() < 1.0
