@@ -34,8 +34,6 @@ RESULTS = ROOT / "bench" / "results-jobs-cpu.json"
 
 def child(args: argparse.Namespace) -> None:
     """One training run in this process: print the seconds of each timed step as JSON."""
-    import torch
-
     from experiments.config import load_config
     from experiments.data import encode_pair
     from experiments.run import build_net, load_base
@@ -44,8 +42,7 @@ def child(args: argparse.Namespace) -> None:
     from minigpt import EOT, load_tokenizer
     from minigpt.fast.allocator import keep_freed_memory
 
-    keep_freed_memory()  # as experiments.run does in a training process
-    torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as experiments.run does in a training process; threads: OMP_NUM_THREADS, as a sweep sets
     steps = args.warmup + args.steps
     cfg = load_config(overrides={"task": args.task, "method": args.method, "bf16": args.precision == "bf16",
                                  "model": args.model, "max_train": steps * 10, "batch_size": 10, "max_dev": 10,
@@ -70,8 +67,7 @@ def launch(args: argparse.Namespace, method: str, precision: str, threads: int, 
     """`n` runs side by side with `threads` threads each; their timed step seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "bench.jobs", "--child", "--method", method, "--precision", precision,
-           "--threads", str(threads), "--task", args.task, "--model", args.model, "--steps", str(args.steps),
-           "--warmup", str(args.warmup)]
+           "--task", args.task, "--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(n)]
     out = []
@@ -84,7 +80,9 @@ def launch(args: argparse.Namespace, method: str, precision: str, threads: int, 
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
-    from experiments.run import cpu_name, machine
+    import torch
+
+    from experiments.run import cpu_name
     rows = []
     for method in args.methods:
         for precision in args.precisions:
@@ -94,7 +92,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
                    "cores": args.cores, "steps": args.steps, "warmup": args.warmup,
                    "alone_step_s": statistics.median(alone),
                    "shared_step_s": [statistics.median(s) for s in shared],
-                   "cpu": cpu_name(), "torch": machine()["torch"],
+                   "cpu": cpu_name(), "torch": torch.__version__,
                    "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "command": args.command}
             row["alone_steps_per_s"] = 1 / row["alone_step_s"]
             row["shared_steps_per_s"] = sum(1 / s for s in row["shared_step_s"])
@@ -136,14 +134,12 @@ def main(argv=None) -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--precision", help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         return child(args)
     if args.cores < 1 or args.steps < 1 or args.warmup < 1:
         raise SystemExit("--cores, --steps and --warmup must be at least 1")
-    args.command = "python -m bench.jobs" + ("" if argv is None and len(sys.argv) == 1 else
-                                              " " + " ".join(sys.argv[1:] if argv is None else argv))
+    args.command = " ".join(["python -m bench.jobs", *(sys.argv[1:] if argv is None else argv)])
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     if not args.report:
         new = measure(args)

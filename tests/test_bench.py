@@ -58,7 +58,7 @@ def test_decode_bench_decodes_a_runs_test_set_both_ways_alike(tmp_path, gpt2_voc
 
 def test_jobs_bench_times_each_step_of_the_experiments_training_loop():
     cmd = [sys.executable, "-m", "bench.jobs", "--child", "--method", "prefix", "--precision", "fp32",
-           "--threads", "1", "--task", "e2e", "--model", "checkpoints/minigpt-gutenberg", "--steps", "3",
+           "--task", "e2e", "--model", "checkpoints/minigpt-gutenberg", "--steps", "3",
            "--warmup", "1"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
