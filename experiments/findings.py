@@ -200,8 +200,8 @@ def pair(finding: str, paper: str, plan: Plan, task: str, a: str, b: str, verdic
     """A row comparing arm a with arm b of one plan (on the plan's first model, or on `sizes`)."""
     x, y = plan.arm(task, a, metric, sizes[0]), plan.arm(task, b, metric, sizes[1])
     names = [f"{s} {n}" if s else n for s, n in zip(sizes, (a, b))]
-    if x is None or y is None:
-        return missing(finding, paper, plan, ", ".join(names), task, (a, b))
+    if x is None or y is None:  # name only the arms still short of runs
+        return missing(finding, paper, plan, ", ".join(n for n, v in zip(names, (x, y)) if v is None), task, (a, b))
     return Row(finding, paper, f"{x.text()} vs {y.text()}", verdict(x, y), f"{plan.link()}: {', '.join(names)}")
 
 

@@ -1,7 +1,7 @@
 """The scale curve: pretrain a family of models on one mixture, then prefix-tune and fine-tune each.
 
     python -m experiments.scale plan [PLAN]                      (the jobs left, and their expected hours)
-    python -m experiments.scale run [PLAN] [--out DIR] [--deadline SECONDS] [--jobs N]
+    python -m experiments.scale run [PLAN] [--out DIR] [--deadline SECONDS [--start-late]] [--jobs N] [--threads N]
     python -m experiments.scale report [PLAN] [--out DIR]
     python -m experiments.scale pack [PLAN] [--out DIR]          (gzip the results' predictions.txt to commit)
     make scale                                  (run, then report, with configs/scale.json)
@@ -18,7 +18,9 @@ wait for its pretraining), up to --jobs at a time on one machine (they share a G
 each process is bound by kernel launches). With --deadline, no job starts that cannot finish in time, and
 jobs still running at the deadline are stopped (by Ctrl-C, on which training saves its state, so the next
 `run` resumes them) and recorded as unfinished, so a fixed budget always ends
-with what finished written down. Finished jobs are not run again. A job's expected time is learnt from the
+with what finished written down; --start-late starts the jobs that cannot finish too, so that a budget
+shorter than a run still moves it forward. Ctrl-C (or SIGTERM) on `run` stops its jobs the same way.
+Finished jobs are not run again. A job's expected time is learnt from the
 runs finished in the output folder (`Clock`): its arm's longest run times 1.25, or, for an arm not run yet,
 its plan estimate corrected by how far off the estimates were for the arms that have run; so a budget is
 filled even when the plan's estimates were made on another machine.
@@ -41,6 +43,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,20 +266,74 @@ def hear_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def stop(running: dict[str, subprocess.Popen], by_name: dict[str, Job], grace: float, t0: float, why: str) -> None:
+    """Stop running jobs as Ctrl-C would (training saves its state, so the next `run` resumes it), killing any
+    that have not ended `grace` seconds later; each is recorded as unfinished (or done, if it just finished)."""
+    for proc in running.values():
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except ProcessLookupError:  # it has just ended by itself
+            pass
+    for name, proc in running.items():
+        how = "stopped"
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            how = f"killed {grace:.0f} s after Ctrl-C (what it did since its last checkpoint is lost)"
+        j = by_name[name]
+        j.seconds, j.returncode = round(time.time() - j.started, 1), proc.returncode
+        j.status = "done" if proc.returncode == 0 and j.done_file.exists() else "unfinished"
+        print(f"[{time.time() - t0:6.0f}s] {why}: {how if j.status == 'unfinished' else 'done'}: {name}", flush=True)
+    running.clear()
+
+
+def sigterm_as_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll: float = 1.0,
-             threads: int | None = None, grace: float = 60.0) -> list[Job]:
+             threads: int | None = None, grace: float = 60.0, start_late: bool = False) -> list[Job]:
     """Run `jobs` (dependencies first, `max_jobs` at a time, each with `threads` CPU threads: by default the
     machine's cores shared out) until all are settled or the time `end` passes. Jobs still running then get
     Ctrl-C (SIGINT), on which training saves its state and stops, and are killed if they have not ended
-    `grace` seconds later."""
+    `grace` seconds later. A job expected to outlast `end` is skipped, unless `start_late`: then it starts
+    anyway, and what it does before `end` is saved for the next run to resume.
+
+    Ctrl-C or SIGTERM on the runner stops its jobs the same way, records them and raises SystemExit."""
     t0 = time.time()
     by_name = {j.name: j for j in jobs}
+    running: dict[str, subprocess.Popen] = {}
+    in_main = threading.current_thread() is threading.main_thread()
+    term = signal.signal(signal.SIGTERM, sigterm_as_ctrl_c) if in_main else None
+    ctrl_c = signal.getsignal(signal.SIGINT)
+    try:
+        return loop(jobs, by_name, running, out, max_jobs, end, poll, threads, grace, start_late, t0)
+    except KeyboardInterrupt:
+        if in_main:  # a second Ctrl-C must not cut the runs' saving short
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"interrupted: stopping {len(running)} run(s), each saving its training state "
+              f"(up to {grace:.0f} s)", flush=True)
+        stop(running, by_name, grace, t0, "interrupted")
+        write_status(out, jobs, t0)
+        stopped = [j.name for j in jobs if j.status == "unfinished"]
+        raise SystemExit(f"interrupted: {len(stopped)} run(s) unfinished{' (' + ', '.join(stopped) + ')' if stopped else ''}"
+                         "; the same command resumes them from their saved training state")
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, term)
+            signal.signal(signal.SIGINT, ctrl_c)
+
+
+def loop(jobs: list[Job], by_name: dict[str, Job], running: dict[str, subprocess.Popen], out: Path, max_jobs: int,
+         end: float | None, poll: float, threads: int | None, grace: float, start_late: bool, t0: float) -> list[Job]:
+    """run_jobs' scheduling loop; `running` is shared with it so that an interrupt can stop what runs."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
     threads = str(threads or max(1, (os.cpu_count() or 1) // max_jobs))
     # progress bars refresh rarely in the logs; expandable segments fragment GPU memory less when jobs share it
     env = {"TQDM_MININTERVAL": "10", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", **os.environ,
            "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
-    running: dict[str, subprocess.Popen] = {}
     for j in jobs:
         if j.done_file.exists():
             j.status = "done"
@@ -294,17 +351,7 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
                 left = sum(x.status in ("waiting", "running") for x in jobs)
                 print(f"[{now - t0:6.0f}s] {j.status}: {name} ({j.seconds:.0f}s); {left} jobs left", flush=True)
         if end is not None and now >= end:
-            for name, proc in running.items():  # as Ctrl-C: training saves its state, so the next `run` resumes it
-                os.killpg(proc.pid, signal.SIGINT)
-            for name, proc in running.items():
-                try:
-                    proc.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                j = by_name[name]
-                j.status, j.seconds = "unfinished", round(time.time() - j.started, 1)
-                print(f"[{now - t0:6.0f}s] deadline: stopped {name}", flush=True)
-            running.clear()
+            stop(running, by_name, grace, t0, "deadline")
         for j in jobs:
             if j.status != "waiting":
                 continue
@@ -317,7 +364,7 @@ def run_jobs(jobs: list[Job], out: Path, max_jobs: int, end: float | None, poll:
                 j.status = "not needed"  # settled before the clock: an unwanted job is never "skipped"
                 print(f"[{now - t0:6.0f}s] not needed: {j.name}", flush=True)
                 continue
-            if end is not None and (now >= end or now + clock(j) > end):
+            if end is not None and (now >= end or (now + clock(j) > end and not start_late)):
                 j.status = "skipped"
                 seconds, source = clock.expect(j)
                 print(f"[{now - t0:6.0f}s] no time left for {j.name} (expected {seconds:.0f}s: {source})", flush=True)
@@ -690,6 +737,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jobs", type=int, default=None, help="jobs at a time (default: the plan's 'jobs', else 4)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads per job (default: the machine's cores / --jobs); e.g. 1 to keep a core free")
+    p.add_argument("--start-late", action="store_true",
+                   help="with --deadline: also start runs that cannot finish by it (the deadline stops them with "
+                   "their training state saved, and the next run resumes them) instead of skipping them")
     args = p.parse_args(argv)
     end = None if args.deadline is None else time.time() + args.deadline
     plan = load_plan(args.plan)
@@ -720,7 +770,7 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write(out / "plan.json", lambda t: Path(t).write_text(json.dumps(plan, indent=2) + "\n"))
         if "mixture" in plan:
             tokenize(plan)  # once, here: the pretraining jobs then all read the same cache
-        run_jobs(plan_jobs(plan, out), out, jobs, end, threads=args.threads)
+        run_jobs(plan_jobs(plan, out), out, jobs, end, threads=args.threads, start_late=args.start_late)
     report(plan, out)
 
 

@@ -152,7 +152,7 @@ def test_an_arm_counts_only_once_its_first_seed_has_run_its_whole_grid(tmp_path)
     write_runs(tmp_path, "fulldata", "finetune", "e2e", {0.0001: [50.0, 51.0, 50.5]}, {0.0001: 1.4},
                whole_grid=False)  # 3e-4 and 1e-3 not run yet: its lr is not chosen, whatever its seeds say
     r = row(tmp_path, "1. prefix ≥ fine-tuning, full data, 2 epochs (E2E")
-    assert r.ours == "not finished yet (prefix, finetune)" and r.verdict == "–"
+    assert r.ours == "not finished yet (finetune)" and r.verdict == "–"  # the prefix arm is complete
     assert row(tmp_path, "1. prefix ≥ fine-tuning, full data, 2 epochs (SST-2").ours.startswith("not run yet")
 
 

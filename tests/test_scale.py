@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -88,6 +90,50 @@ def test_deadline_stops_late_jobs_and_skips_what_cannot_finish(tmp_path):
     # a second run does not repeat what finished
     again = run_jobs([Job("quick", [sys.executable, "-c", "raise SystemExit(1)"], done, 1)], tmp_path, 1, None, 0.2)
     assert again[0].status == "done"
+
+
+def saving_job(tmp_path, name, estimate=1.0):
+    """A job that runs for a minute unless stopped by Ctrl-C, on which it saves its state (as training does)."""
+    saved = tmp_path / f"{name}.saved"
+    body = (f"import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+            f"    open({str(saved)!r}, 'w').write('state')\n    raise")
+    return Job(name, script(tmp_path, name, body), tmp_path / f"{name}.never", estimate=estimate), saved
+
+
+def test_start_late_starts_a_job_that_cannot_finish_and_the_deadline_saves_its_state(tmp_path):
+    job, saved = saving_job(tmp_path, "long", estimate=3600)
+    skipped = run_jobs([job], tmp_path, max_jobs=1, end=time.time() + 3, poll=0.2)
+    assert skipped[0].status == "skipped" and not saved.exists()  # by default: not started
+    job, saved = saving_job(tmp_path, "long", estimate=3600)
+    started = run_jobs([job], tmp_path, max_jobs=1, end=time.time() + 3, poll=0.2, start_late=True)
+    assert started[0].status == "unfinished" and saved.read_text() == "state"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_on_the_runner_stops_its_jobs_and_they_save_their_state(tmp_path, sig):
+    first, saved = saving_job(tmp_path, "first")
+    second, _ = saving_job(tmp_path, "second")  # waits for a slot: one job at a time
+    def escaped(signum, frame):  # so that a runner which lets the signal through fails this test, not pytest
+        raise KeyboardInterrupt
+    term = signal.signal(signal.SIGTERM, escaped)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), sig))  # the user's Ctrl-C, or a kill, on the runner
+    timer.start()
+    start = time.time()
+    try:
+        with pytest.raises(SystemExit, match="interrupted: 1 run.*first.*resumes"):
+            run_jobs([first, second], tmp_path, max_jobs=1, end=None, poll=0.2)
+    except KeyboardInterrupt:
+        pytest.fail("the signal went through the runner, leaving its job running")
+    finally:
+        timer.join()
+        after = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, term)
+    assert time.time() - start < 40  # the job ended on its Ctrl-C, not on the kill a minute later
+    assert saved.read_text() == "state"
+    recorded = {r["name"]: r["status"] for r in json.loads((tmp_path / "jobs.json").read_text())}
+    assert recorded == {"first": "unfinished", "second": "waiting"}
+    assert after == handlers  # the runner gives back the handlers it found
 
 
 def finished(tmp_path, name, group, estimate, seconds=None):
