@@ -45,7 +45,7 @@ bench: $(VENV)/.test
 pretrain: $(VENV)/.runtime
 	$(PY) -m minigpt.pretraining $(ARGS)
 
-# The scale curve (experiments/configs/scale.json): pretrain a family of models, prefix-tune and fine-tune
+# The scale curve (studies/scale/plan.json): pretrain a family of models, prefix-tune and fine-tune
 # each; a GPU job (about 9 minutes on one H200). ARGS e.g. "--deadline 600 --jobs 8".
 scale: $(VENV)/.runtime
 	$(PY) -m experiments.scale run $(ARGS)

@@ -2,7 +2,7 @@
 default) against every row decoded until its batch's last row settles (`drop_settled=False`, what
 transformers' `generate` does). Writes a table into bench/RESULTS.md (between the DECODE markers).
 
-    python -m bench.decode --run experiments/findings/runs/<a prefix run>   # E2E test set, ~3-5 min
+    python -m bench.decode --run studies/findings/runs/<a prefix run>   # E2E test set, ~3-5 min
     python -m bench.decode --run DIR --max-test 128 --no-write             # a quick look, printed only
 
 The run's own settings (run.json: base model, precision, beam width, length limit, decoding batch) are
@@ -41,7 +41,7 @@ def load_run(run: Path) -> tuple[ExperimentConfig, PrefixTuner]:
     record, saved = run / "run.json", run / "prefix"
     if not record.is_file() or not (saved / "prefix_config.json").is_file():
         raise SystemExit(f"{run} is not a finished prefix run: it needs run.json and prefix/prefix_config.json "
-                         f"(a folder under a plan's runs/, e.g. experiments/findings/runs/<name>)")
+                         f"(a folder under a plan's runs/, e.g. studies/findings/runs/<name>)")
     cfg = load_config(overrides=recorded_settings(json.loads(record.read_text())["settings"]))
     if cfg.method != "prefix" or cfg.position != "prefix" or cfg.task not in ("e2e", "webnlg"):
         raise SystemExit(f"{run}: a table-to-text prefix run is needed (method=prefix, position=prefix, "

@@ -2,15 +2,15 @@
 
     python -m experiments.adapt --tasks e2e --tokens 600000                   # per task
     python -m experiments.adapt --tasks e2e,webnlg,sst2 --tokens 600000       # shared by the tasks
-    python -m experiments.run --model=experiments/adapted/<name> ...          # then train on it
+    python -m experiments.run --model=checkpoints/<name> ...                  # then train on it
 
 Continues the base model's language-model training (`minigpt.pretraining --init-from`) on the *target side*
 of the chosen tasks' training sets only: the E2E and WebNLG references and the SST-2 sentences, never
 their tables, labels, dev or test splits. Each task's text is one source of the mixture (weighted by its
 size, or equally with --equal-weights); its last 10% of tokens is held out for the validation loss. The
 result is an ordinary checkpoint with a model card that says what it read, written to
-`experiments/adapted/<base>-<tasks>-<tokens>` unless --out names another folder (an existing one is
-refused, or continued with --resume). Runs trained on it record its path as their `model`.
+`checkpoints/<base>-<tasks>-<tokens>` beside the shipped model unless --out names another folder (an existing
+one is refused, or continued with --resume). Runs trained on it record its path as their `model`.
 
 Domain- and task-adaptive pretraining (Gururangan et al. 2020) meets prefix-tuning: a prefix can only
 steer what the frozen model can already say.
@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tasks", required=True, help="comma-separated: " + ", ".join(TASKS))
     p.add_argument("--model", default="checkpoints/minigpt-gutenberg", help="the base model to adapt")
     p.add_argument("--tokens", type=int, default=600_000, help="adaptation budget in training tokens")
-    p.add_argument("--out", default=None, help="output folder (default: experiments/adapted/<base>-<tasks>-<tokens>)")
+    p.add_argument("--out", default=None, help="output folder (default: checkpoints/<base>-<tasks>-<tokens>)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--block-size", type=int, default=128, help="window length (the texts are short)")
@@ -93,7 +93,7 @@ def cpu_name() -> str:
 
 
 def default_out(args) -> Path:
-    return Path("experiments/adapted") / f"{Path(args.model).name}-{'+'.join(args.tasks)}-{args.tokens // 1000}k"
+    return Path("checkpoints") / f"{Path(args.model).name}-{'+'.join(args.tasks)}-{args.tokens // 1000}k"
 
 
 def pretrain_argv(args, out: Path, sources: dict[str, Path]) -> list[str]:

@@ -1,19 +1,19 @@
-"""The paper's findings beside ours, each with a verdict: the table at the top of experiments/RESULTS.md.
+"""The paper's findings beside ours, each with a verdict: the table of studies/RESULTS.md.
 
-    python -m experiments.findings [--plot PNG]   (prints the table, draws the figure; `make plots` puts both
-                                                  in RESULTS.md, the figure as experiments/plots/findings.png)
+    python -m experiments.findings [--plot PNG]   (prints the table, draws the figure; `make plots` writes both
+                                                  to studies/RESULTS.md and studies/paper-findings.png)
 
-Reads only the result files of the plans that measure the findings under one protocol (every arm's lr
+Reads only the result files of the studies that measure the findings under one protocol (every arm's lr
 chosen on dev loss from its own grid, the same data and steps for the arms compared, 3 or more seeds):
 
-    experiments/configs/fulldata.json       1  prefix vs fine-tuning, full data, 2 epochs (E2E, SST-2)
-    experiments/configs/lowdata-e2e.json    2  50-500 training pairs; real-word vs random init
-    experiments/configs/webnlg.json         3  BLEU on seen vs unseen WebNLG categories
-    experiments/configs/findings-e2e.json   4-8  length, depth, infix, reparameterization, parameters;
-                                                 the bfloat16 vs float32 frozen base
-    experiments/configs/adaptation.json     9  ours, not the paper's: adapting the base on task text
+    studies/fulldata      1  prefix vs fine-tuning, full data, 2 epochs (E2E, SST-2)
+    studies/lowdata       2  50-500 training pairs; real-word vs random init
+    studies/webnlg        3  BLEU on seen vs unseen WebNLG categories
+    studies/findings      4-8  length, depth, infix, reparameterization, parameters;
+                               the bfloat16 vs float32 frozen base
+    studies/adaptation    9  ours, not the paper's: adapting the base on task text
 
-each run with `python -m experiments.scale run <plan>`. A finding whose runs are missing says so and
+each run with `python -m experiments.scale run <study>`. A finding whose runs are missing says so and
 names the command; it is never filled from runs made with other settings.
 
 Verdicts compare means with their standard error, se = sqrt(sd_a^2 / n_a + sd_b^2 / n_b):
@@ -33,13 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .scale import arm as arm_name
-from .scale import at_edge, collect, draw_floors, fmt_lr, load_plan
+from .scale import STUDIES, at_edge, collect, draw_floors, fmt_lr, load_plan
 
-CONFIGS = Path(__file__).parent / "configs"
+# the plans are the project's own (the results may be read from elsewhere: `root`)
+PROJECT = Path(__file__).resolve().parents[1]
 CLOSE, CLOSE_SEEDS = 3.0, 5  # arms closer than 3 points need 5 seeds
 # The paper's E2E ablation (PAPER.md): the every-layer prefix has a number only at length 10
 PAPER_EVERY, PAPER_EMBEDDING, PAPER_INFIX = {10: 70.3}, {1: 48.1, 10: 62.2, 20: 61.9}, {1: 67.9, 10: 67.2, 20: 66.7}
-PLANS = ("fulldata", "lowdata-e2e", "webnlg", "findings-e2e", "adaptation")
+FIGURE = "paper-findings.png"  # beside studies/RESULTS.md
+PLANS = ("fulldata", "lowdata", "webnlg", "findings", "adaptation")  # studies, in the order of the findings
 
 
 @dataclass
@@ -82,12 +84,12 @@ def still_learning(dev_loss) -> bool:
 
 
 class Plan:
-    """A plan's finished runs, read from its result files."""
+    """A study's plan (the project's) and its finished runs, read from the study's result files under `root`."""
 
     def __init__(self, name: str, root: Path = Path("."), links: str = ""):
         self.name, self.links = name, links
-        self.plan = load_plan(CONFIGS / f"{name}.json")
-        self.out = root / self.plan["out"]
+        self.plan = load_plan(PROJECT / STUDIES / name)
+        self.out = root / STUDIES / name
         self.result = collect(self.plan, self.out)
 
     def arm(self, task: str, arm: str, metric: str | None = None, size: str | None = None) -> Arm | None:
@@ -119,7 +121,7 @@ class Plan:
         return sorted((r["lr"], r["score"]) for r in runs if r["seed"] == first)
 
     def link(self) -> str:
-        return f"[{self.name}]({self.links}{self.out.name}/RESULTS.md)"  # links: the way to experiments/
+        return f"[{self.name}]({self.links}{self.name}/RESULTS.md)"  # links: the way to studies/
 
     def complete(self) -> bool:
         """Whether every run the plan wants has finished: each evaluation's first seed at every lr, and its
@@ -139,7 +141,7 @@ class Plan:
         return True
 
     def command(self) -> str:
-        return f"`python -m experiments.scale run experiments/configs/{self.name}.json`"
+        return f"`python -m experiments.scale run {self.name}`"
 
 
 def compare(a: Arm, b: Arm) -> tuple[float, float]:
@@ -293,8 +295,8 @@ def parameters(plan: Plan) -> Row:
 
 
 def load(root: Path = Path("."), links: str = "") -> list[Plan]:
-    """The plans' finished runs under `root` (read once); `links` leads from where the table is read to
-    experiments/ (nothing for experiments/RESULTS.md)."""
+    """The studies' finished runs under `root` (read once); `links` leads from where the table is read to
+    studies/ (nothing for studies/RESULTS.md)."""
     return [Plan(n, root, links) for n in PLANS]
 
 
@@ -538,11 +540,29 @@ def save_figure(path: Path, plans: list[Plan] | None = None) -> None:
     plt.close(fig)
 
 
+def write_report(root: Path = Path(".")) -> Path:
+    """The findings table and figure as `<root>/studies/RESULTS.md` and `paper-findings.png` beside it."""
+    from minigpt.io import atomic_write
+    plans = load(root)  # read once for the table and the figure
+    folder = root / STUDIES
+    lines = ["# The paper's findings, measured under one protocol", "",
+             "Each arm's lr chosen on dev loss from its own grid, the same data and steps for the arms compared, 3 or "
+             "more seeds (5 where two arms are under 3 points apart). Generated by `make plots` from the studies' "
+             "result files (`python -m experiments.findings` prints the table and explains the verdicts). Paper "
+             "numbers: Li & Liang (2021), ACL version, GPT-2 medium (345M), 5 epochs on the full training sets; our "
+             "runs use a much smaller model and the budget in each study's plan, so compare the direction of each "
+             "finding, not its level. Every study, with its plan and report: [README.md](README.md).", "",
+             markdown(plans=plans), f"![the findings, drawn]({FIGURE})", "", CAPTION, ""]
+    save_figure(folder / FIGURE, plans)
+    atomic_write(folder / "RESULTS.md", lambda t: Path(t).write_text("\n".join(lines) + "\n"))
+    return folder / "RESULTS.md"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=".", help="the project folder the plans' outputs are under")
+    p.add_argument("--root", default=".", help="the project folder the studies' outputs are under")
     p.add_argument("--plot", default=None, help="also draw the findings to this PNG (make plots writes "
-                   "experiments/plots/findings.png)")
+                   "studies/paper-findings.png)")
     args = p.parse_args(argv)
     plans = load(Path(args.root))
     print(markdown(Path(args.root), plans=plans), end="")

@@ -2,9 +2,12 @@
 
     python -m experiments.plots [--results DIR]      (make plots; make plots RESULTS=results for your runs)
 
-Writes PNGs (mean ± std over seeds) per task to `experiments/plots/` and `experiments/RESULTS.md`, which
-sets each finding beside the paper's (Li & Liang 2021, ACL version, GPT-2 medium) and, with SST-2
-results, the depth gap on understanding vs generation (P-tuning v2's observation).
+Writes a report (default `studies/reference/RESULTS.md` for the shipped runs of `studies/reference/results/`,
+else `<DIR>/RESULTS.md`) with its PNGs beside it (mean ± std over seeds, named after the report's folder, e.g.
+`reference-e2e-length.png`), which sets each finding beside the paper's (Li & Liang 2021, ACL version,
+GPT-2 medium) and, with SST-2 results, the depth gap on understanding vs generation (P-tuning v2's
+observation). For the shipped runs it also writes the findings table, `studies/RESULTS.md`
+(experiments/findings.py).
 """
 from __future__ import annotations
 
@@ -101,6 +104,13 @@ def lengths_ticks(ax, series: dict) -> None:
         ax.minorticks_off()
 
 
+def figure_file(report: Path, name: str) -> Path:
+    """Where a report's figure goes: beside the report, named after its folder (studies/reference/RESULTS.md:
+    studies/reference/reference-e2e-length.png)."""
+    folder = report.resolve().parent
+    return report.parent / f"{folder.name}-{name}.png"
+
+
 def save(fig, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda t: fig.savefig(t, dpi=120, format="png"))
@@ -117,7 +127,7 @@ def fmt(runs: list[dict] | None, metric: str = "bleu") -> str:
 PRIMARY = {"e2e": ("bleu", "test BLEU"), "webnlg": ("bleu", "test BLEU"), "sst2": ("accuracy", "test accuracy")}
 
 
-def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], dict]:
+def task_section(task: str, rows: list[dict], report: Path) -> tuple[list[str], dict]:
     """Plots for one task and its part of RESULTS.md; also returns the depth gap for the cross-task row."""
     metric, label = PRIMARY[task]
     # curves and findings compare runs of one model, training budget and data size: the most common ones
@@ -142,7 +152,7 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
            title=f"{task}: prefix length (mean ± sd over seeds, n per point)")
     lengths_ticks(ax, every_mlp)
     ax.legend(fontsize=7)
-    save(fig, plots / f"{task}_length.png")
+    save(fig, figure_file(report, f"{task}-length"))
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     curve(ax, every_mlp, f"every layer (MLP){lr_note(every_mlp)}", metric)
@@ -152,7 +162,7 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
            title=f"{task}: depth (mean ± sd over seeds, n per point)")
     lengths_ticks(ax, {**every_mlp, **emb})
     ax.legend(fontsize=7)
-    save(fig, plots / f"{task}_depth.png")
+    save(fig, figure_file(report, f"{task}-depth"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     labels, bars = [], []
@@ -172,7 +182,7 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
     ax.set(ylabel=label, title=f"{task}: reparameterization and baselines (mean ± sd over seeds)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    save(fig, plots / f"{task}_reparam.png")
+    save(fig, figure_file(report, f"{task}-reparam"))
 
     def f(runs):
         return fmt(runs, metric)
@@ -232,7 +242,8 @@ def task_section(task: str, rows: list[dict], plots: Path) -> tuple[list[str], d
         lines.append(f"| {name} | {len(runs)} | {runs[0]['config']['lr']:g} | " +
                      " | ".join(cells) + f" | {runs[0]['metrics']['trainable_params']:,} | "
                      f"{kept_params(runs[0]['metrics'])} | {stats(runs, 'train_seconds')[0]:.0f} |")
-    lines += [""] + [f"![{task} {n}](plots/{task}_{n}.png)" for n in ("length", "depth", "reparam")] + [""]
+    lines += [""] + [f"![{task} {n}]({figure_file(report, f'{task}-{n}').name})" for n in ("length", "depth", "reparam")]
+    lines += [""]
     gap = {n: stats(every_mlp[n], metric)[0] - stats(emb[n], metric)[0] for n in every_mlp if n in emb}
     return lines, gap
 
@@ -268,39 +279,29 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default=str(REFERENCE),
                    help="folder of finished runs (default: the shipped reference runs; yours are in results/)")
-    p.add_argument("--plots", default=None, help="where the PNGs go (default: beside the report, plots/)")
-    p.add_argument("--report", default=None, help="the markdown report (default: experiments/RESULTS.md for the "
-                   "reference runs, else <results>/RESULTS.md, so that your runs never overwrite the reference's)")
+    p.add_argument("--report", default=None, help="the markdown report, its figures beside it (default: "
+                   "studies/reference/RESULTS.md for the reference runs, else <results>/RESULTS.md, so that your "
+                   "runs never overwrite the reference's)")
     args = p.parse_args(argv)
     reference = Path(args.results).resolve() == REFERENCE.resolve()
-    if args.report is None:
-        args.report = str(REFERENCE.parent / "RESULTS.md" if reference else Path(args.results) / "RESULTS.md")
-    if args.plots is None:
-        args.plots = str(Path(args.report).parent / "plots")
+    report = Path(args.report) if args.report else (REFERENCE.parent if reference else Path(args.results)) / "RESULTS.md"
     rows = load_results(Path(args.results))
     if not rows:
         raise SystemExit(f"no results under {args.results}: run `make experiment` or `make ablation` first")
-    lines = ["# Results", "",
+    if reference:  # the findings under the fair protocol come from the studies' results, not from these runs
+        findings.write_report()
+    lines = ["# The ablation sweeps at a fixed lr per arm", "",
              f"Generated by `make plots` from `{args.results}/*/{{config,metrics}}.json` only. Paper numbers: Li & "
              "Liang (2021), ACL version, GPT-2 medium (345M), 5 epochs on the full training sets; our runs use a "
              "much smaller model and the training budget in each run's config.json, so compare the direction of "
              "each finding, not its level.", "",
-             "Elsewhere: how the prefix's gap to fine-tuning changes with the base model's size, "
-             "[scale/README.md](scale/README.md) (`make scale`); adapting the base on task text before "
-             "prefix-tuning, [adaptation/RESULTS.md](adaptation/RESULTS.md) and notebook 04 section 10.", ""]
-    if reference:  # the findings under the fair protocol come from the plans' results, not from these runs
-        plans = findings.load()  # read once for the table and the figure
-        lines += ["## The paper's findings, measured under one protocol", "",
-                  "Each arm's lr chosen on dev loss from its own grid, the same data and steps for the arms "
-                  "compared, 3 or more seeds (5 where two arms are under 3 points apart). Read from the plans' "
-                  "result files by `python -m experiments.findings`, which explains the verdicts. The sections "
-                  "below it are the earlier sweeps (a fixed lr per arm, not chosen on dev loss).", "",
-                  findings.markdown(plans=plans), "![the findings, drawn](plots/findings.png)", "",
-                  findings.CAPTION, ""]
-        findings.save_figure(Path(args.plots) / "findings.png", plans)
+             "These are the earlier sweeps (a fixed lr per arm, not chosen on dev loss). The paper's findings "
+             "under one protocol, each with a verdict, are in [studies/RESULTS.md](../RESULTS.md); the base "
+             "model's size in [scale](../scale/README.md) (`make scale`); adapting the base on task text before "
+             "prefix-tuning in [adaptation](../adaptation/RESULTS.md) and notebook 04 section 10.", ""]
     gaps = {}
     for task in [t for t in PRIMARY if any(r["config"]["task"] == t for r in rows)]:
-        section, gaps[task] = task_section(task, [r for r in rows if r["config"]["task"] == task], Path(args.plots))
+        section, gaps[task] = task_section(task, [r for r in rows if r["config"]["task"] == task], report)
         lines += section
     if gaps.get("e2e") and gaps.get("sst2"):
         lines += ["## Depth matters more for understanding than for generation?", "",
@@ -319,7 +320,7 @@ def main(argv=None) -> None:
                          "large models." if bigger == 0 else
                          "Here depth matters more for understanding, as P-tuning v2 observes." if bigger == len(common_n)
                          else "The evidence is mixed.")]
-        lines += ["", "![depth gap](plots/depth_gap.png)", ""]
+        lines += ["", f"![depth gap]({figure_file(report, 'depth-gap').name})", ""]
         fig, ax = plt.subplots(figsize=(6, 4))
         for task, unit in (("e2e", "BLEU"), ("sst2", "accuracy points")):
             ns = sorted(gaps[task])
@@ -329,9 +330,9 @@ def main(argv=None) -> None:
         ax.set(xscale="log", xlabel="prefix length", ylabel="every layer minus embedding only",
                title="how much depth adds: generation vs understanding")
         ax.legend()
-        save(fig, Path(args.plots) / "depth_gap.png")
-    atomic_write(Path(args.report), lambda t: Path(t).write_text("\n".join(lines) + "\n"))
-    print(f"wrote {args.report} and {args.plots}/*.png")
+        save(fig, figure_file(report, "depth-gap"))
+    atomic_write(report, lambda t: Path(t).write_text("\n".join(lines) + "\n"))
+    print(f"wrote {report} and its figures beside it")
 
 
 if __name__ == "__main__":

@@ -206,7 +206,7 @@ def where(m: dict) -> str:
 
 def compare_with_reference(cfg: ExperimentConfig, this, metrics: dict) -> None:
     """Print the run's scores, and beside them the shipped reference run with the same settings, model and
-    data (experiments/reference/), so that a user sees whether they reproduced it."""
+    data (studies/reference/results/), so that a user sees whether they reproduced it."""
     ref = None if Path(cfg.results_dir).resolve() == REFERENCE.resolve() else reference_run(this)
     if ref is None:
         print_table([(cfg.run_name, metrics)])

@@ -66,9 +66,11 @@ class RunId:
 
     def differences(self, recorded: RunId) -> list[str]:
         """'lr 0.001 -> 0.05' for each setting in which `recorded` (a folder's record) differs from this run;
-        inputs are compared where both have a fingerprint."""
+        inputs are compared where both have a fingerprint. A local model whose files are the same as the
+        recorded one's is the same model, wherever its folder now is (a checkpoint moved is not another run)."""
+        same_model = self.inputs.get("model") is not None and recorded.inputs.get("model") == self.inputs["model"]
         out = [f"{k} {json.dumps(recorded.settings.get(k))} -> {json.dumps(v)}" for k, v in self.settings.items()
-               if recorded.settings.get(k) != v]
+               if recorded.settings.get(k) != v and not (k == "model" and same_model)]
         return out + [f"the {k} files changed" for k, v in self.inputs.items()
                       if None not in (v, recorded.inputs.get(k)) and recorded.inputs[k] != v]
 

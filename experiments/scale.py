@@ -1,18 +1,23 @@
 """The scale curve: pretrain a family of models on one mixture, then prefix-tune and fine-tune each.
 
-    python -m experiments.scale plan [PLAN]                      (the jobs left, and their expected hours)
-    python -m experiments.scale run [PLAN] [--out DIR] [--deadline SECONDS [--start-late]] [--jobs N] [--threads N]
-    python -m experiments.scale report [PLAN] [--out DIR]
-    python -m experiments.scale pack [PLAN] [--out DIR]          (gzip the results' predictions.txt to commit)
-    make scale                                  (run, then report, with configs/scale.json)
+    python -m experiments.scale plan [STUDY]                     (the jobs left, and their expected hours)
+    python -m experiments.scale run [STUDY] [--out DIR] [--deadline SECONDS [--start-late]] [--jobs N] [--threads N]
+    python -m experiments.scale report [STUDY] [--out DIR]
+    python -m experiments.scale pack [STUDY] [--out DIR]         (gzip the results' predictions.txt to commit)
+    make scale                                  (run, then report, the study studies/scale)
 
-PLAN (default `experiments/configs/scale.json`) names the models (`sizes`: a shape, peak lr and
+STUDY (default `scale`) is a study's name (`lowdata`: the folder `studies/lowdata/`), a study folder, or a plan
+file. A study folder holds its plan (`plan.json`) and everything the plan makes: `results/`, `models/`,
+`jobs.json`, `logs/` and the report. With --out, the outputs go to that folder instead (with a copy of the
+plan as its `plan.json`, the record of what ran there).
+
+The plan names the models (`sizes`: a shape, peak lr and
 pretraining seconds; or `"checkpoint": DIR`, an existing model; or `"adapt": {...}`, a checkpoint adapted
 on task text by experiments.adapt), the shared pretraining recipe and mixture, and the evaluation grid:
 for each task and method a list of learning rates and seeds (`"only"` limits it to some models;
 `"later_seeds": "chosen_lr"` runs the seeds after the first only at the lr the first seed's dev loss chose,
 which saves (lrs - 1) runs per further seed on a CPU).
-`experiments/configs/adaptation.json` is such a plan: no adaptation vs per-task vs shared adaptation. `run`
+`studies/adaptation/plan.json` is such a plan: no adaptation vs per-task vs shared adaptation. `run`
 starts every job as soon as what it needs is done (a model's evaluations
 wait for its pretraining), up to --jobs at a time on one machine (they share a GPU well: at these sizes
 each process is bound by kernel launches). With --deadline, no job starts that cannot finish in time, and
@@ -26,8 +31,8 @@ its plan estimate corrected by how far off the estimates were for the arms that 
 filled even when the plan's estimates were made on another machine.
 
 `report` chooses each (size, task, method)'s learning rate by its mean best dev loss over seeds (the test
-set is never looked at to choose), writes `<out>/scale.json` (every run and the choices) and
-`<out>/scale.png` (test score against non-embedding parameters, the prefix - fine-tuning gap, the floors
+set is never looked at to choose), writes `<out>/<study>.json` (every run and the choices) and
+`<out>/<study>.png` (test score against non-embedding parameters, the prefix - fine-tuning gap, the floors
 and the paper's GPT-2-medium points), and prints the table.
 
 `pack` gzips each finished run's `predictions.txt` under `<out>/results/` (E2E outputs shrink ~16x; every
@@ -53,10 +58,23 @@ from minigpt.io import atomic_write
 
 from .runid import pack_predictions, read_predictions
 
-PLAN = Path(__file__).parent / "configs" / "scale.json"
+STUDIES = Path("studies")  # one folder per study, relative to the project root (where commands run)
 
 
-def load_plan(path: str | os.PathLike) -> dict:
+def plan_file(study: str | os.PathLike) -> Path:
+    """A study's plan: `<folder>/plan.json` for a study folder, `studies/<name>/plan.json` for a bare name
+    that is no folder here, or the plan file itself."""
+    path = Path(study)
+    if path.is_dir():
+        return path / "plan.json"
+    if path.suffix != ".json" and len(path.parts) == 1:
+        return STUDIES / path / "plan.json"
+    return path
+
+
+def load_plan(study: str | os.PathLike) -> dict:
+    """A study's plan (see `plan_file`), checked; SystemExit naming the file when it cannot be used."""
+    path = plan_file(study)
     try:
         plan = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -575,7 +593,7 @@ def markdown(result: dict, out: Path, title: str = "Scale curve") -> str:
              "best dev loss over the seeds every lr has; the test scores are those of the chosen lr, mean ± sd "
              "over its seeds (n).", "",
              f"Jobs: {', '.join(f'{v} {k}' for k, v in status.items())}. Machines: {'; '.join(machines) or 'n/a'}.",
-             "", "![scale curve](scale.png)", "", "## Models", "",
+             "", f"![{out.name}]({out.name}.png)", "", "## Models", "",
              "Tokens and seconds are those of each model's own training run (for an adapted or continued model, "
              "that run alone).", "",
              "| model | non-embedding parameters | tokens seen | training s | held-out loss by source (nats/token) |",
@@ -741,8 +759,8 @@ def report(plan: dict, out: Path) -> dict:
     result = collect(plan, out)
     sizes = [m for m in (model_summary(size, model_dir(out, size)) for size in plan["sizes"]) if m]
     result["models"] = sizes
-    atomic_write(out / "scale.json", lambda t: Path(t).write_text(json.dumps(result, indent=2) + "\n"))
-    (bars if plan.get("plot") == "bars" else plot)(result, out / "scale.png")
+    atomic_write(out / f"{out.name}.json", lambda t: Path(t).write_text(json.dumps(result, indent=2) + "\n"))
+    (bars if plan.get("plot") == "bars" else plot)(result, out / f"{out.name}.png")
     text = markdown(result, out, plan.get("title", "Scale curve"))
     atomic_write(out / "RESULTS.md", lambda t: Path(t).write_text(text))
     print(f"{'model':<14} {'non-emb':>9} {'tokens':>8}  val loss by source")
@@ -761,8 +779,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("action", choices=["plan", "run", "report", "pack"],
                    help="plan: list the jobs and their estimated hours; run: run them; report: tables and plot; "
                    "pack: gzip the finished runs' predictions.txt (to commit them)")
-    p.add_argument("plan", nargs="?", default=str(PLAN))
-    p.add_argument("--out", default=None, help="output folder (default: the plan's 'out')")
+    p.add_argument("study", nargs="?", default="scale",
+                   help="a study's name (its folder under studies/), a study folder, or a plan file")
+    p.add_argument("--out", default=None, help="output folder (default: the study's folder, where the plan is)")
     p.add_argument("--deadline", type=float, default=None, help="seconds from now by which every job ends")
     p.add_argument("--jobs", type=int, default=None, help="jobs at a time (default: the plan's 'jobs', else 4)")
     p.add_argument("--threads", type=int, default=None,
@@ -772,8 +791,8 @@ def main(argv: list[str] | None = None) -> None:
                    "their training state saved, and the next run resumes them) instead of skipping them")
     args = p.parse_args(argv)
     end = None if args.deadline is None else time.time() + args.deadline
-    plan = load_plan(args.plan)
-    out = Path(args.out or plan.get("out", "experiments/scale"))
+    plan = load_plan(args.study)
+    out = Path(args.out) if args.out else plan_file(args.study).parent
     if args.action == "pack":
         print(f"packed {pack_predictions(out / 'results')} predictions.txt under {out / 'results'}")
         return
@@ -797,7 +816,8 @@ def main(argv: list[str] | None = None) -> None:
         if jobs < 1 or (args.deadline is not None and not args.deadline > 0):
             raise SystemExit("--jobs must be >= 1 and --deadline > 0")
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "plan.json", lambda t: Path(t).write_text(json.dumps(plan, indent=2) + "\n"))
+        if out.resolve() != plan_file(args.study).parent.resolve():  # elsewhere: a record of the plan that ran
+            atomic_write(out / "plan.json", lambda t: Path(t).write_text(json.dumps(plan, indent=2) + "\n"))
         if "mixture" in plan:
             tokenize(plan)  # once, here: the pretraining jobs then all read the same cache
         run_jobs(plan_jobs(plan, out), out, jobs, end, threads=args.threads, start_late=args.start_late)

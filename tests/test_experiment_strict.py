@@ -63,9 +63,22 @@ def test_changed_model_or_data_files_make_another_run():
         ['task "sst2" -> "e2e"', "max_test 20 -> null"]
 
 
+def test_a_checkpoint_moved_to_another_folder_is_the_same_model():
+    settings = parse_cli([]).settings()
+    here = RunId({**settings, "model": "checkpoints/adapted"}, {"model": "aa", "data": "bb"})
+    before = {**settings, "model": "experiments/adapted"}
+    assert here.differences(RunId(before, {"model": "aa", "data": "bb"})) == []  # same files, another folder
+    assert here.differences(RunId(before, {"model": "cc", "data": "bb"})) == [  # other files: both said
+        'model "experiments/adapted" -> "checkpoints/adapted"', "the model files changed"]
+    assert here.differences(RunId(before, {})) == ['model "experiments/adapted" -> "checkpoints/adapted"']
+    hub = RunId({**settings, "model": "gpt2"}, {"model": None, "data": "bb"})  # no files to compare: the name
+    assert hub.differences(RunId({**settings, "model": "gpt2-medium"}, {"model": None, "data": "bb"})) == [
+        'model "gpt2-medium" -> "gpt2"']
+
+
 def test_the_shipped_results_are_recognised_under_their_names():
-    root = Path(__file__).parents[1] / "experiments"
-    configs = sorted([*root.glob("reference/*/config.json"), *root.glob("results*/*/config.json")])
+    root = Path(__file__).parents[1] / "studies"  # the single runs (a plan's runs are named by the plan)
+    configs = sorted([*root.glob("reference/results/*/config.json"), *root.glob("lr-probe/results/*/config.json")])
     assert len(configs) > 70
     for f in configs:
         recorded = json.loads(f.read_text())
@@ -186,7 +199,7 @@ def test_plots_never_average_runs_scored_on_other_data_sizes(tmp_path, capsys):
     # the same setting scored on the first 20 test MRs only: not the same measurement
     write_run(res, {"bleu": 10.0, "nist": 1.0, "meteor": None, "rouge_l": 10.0, "cider": 0.1},
               prefix_len=10, seed=3, max_test=20, name="e2e-len10-first20-seed3")
-    plots(["--results", str(res), "--plots", str(tmp_path / "plots"), "--report", str(tmp_path / "RESULTS.md")])
+    plots(["--results", str(res), "--report", str(tmp_path / "RESULTS.md")])
     report = (tmp_path / "RESULTS.md").read_text()
     assert "52.0 ± 2.0 (n=3) (len 10)" in report  # the headline: the three full-test runs only
     assert "| e2e-len10-first20 (not compared: {\"max_test\": 20}) | 1 |" in report  # shown on its own

@@ -24,7 +24,7 @@ def write_runs(root: Path, plan_name: str, arm: str, task: str, scores: dict, de
         dev = {**{lr: worse for lr in ev["lrs"] if lr not in dev}, **dev}
     for lr, per_seed in scores.items():
         for seed, score in enumerate(per_seed):
-            folder = root / plan.plan["out"] / "results" / eval_name(size_spec, ev, lr, seed)
+            folder = plan.out / "results" / eval_name(size_spec, ev, lr, seed)
             folder.mkdir(parents=True)
             metrics = {metric: score, "best_dev_loss": dev[lr], **(extra or {})}
             (folder / "metrics.json").write_text(json.dumps(metrics))
@@ -48,7 +48,7 @@ def test_every_row_says_not_run_without_results(tmp_path):
     rows = findings.rows(tmp_path)
     assert len(rows) == 25 and all(r.ours.startswith("not run yet") and r.verdict == "–" for r in rows)
     text = findings.markdown(tmp_path)
-    assert "python -m experiments.scale run experiments/configs/fulldata.json" in text
+    assert "python -m experiments.scale run fulldata" in text
 
 
 def test_the_lr_is_chosen_on_dev_loss_and_the_verdict_uses_that_lrs_seeds(tmp_path):
@@ -66,7 +66,7 @@ def test_the_lr_is_chosen_on_dev_loss_and_the_verdict_uses_that_lrs_seeds(tmp_pa
 def test_a_length_curve_still_rising_past_10_is_not_the_papers_plateau(tmp_path):
     means = {1: 20.0, 2: 25.0, 5: 30.0, 10: 35.0, 20: 40.0, 40: 45.0}
     for n, m in means.items():
-        write_runs(tmp_path, "findings-e2e", f"every-mlp-len{n}", "e2e", {0.001: [m - 0.5, m, m + 0.5]}, {0.001: 1.0})
+        write_runs(tmp_path, "findings", f"every-mlp-len{n}", "e2e", {0.001: [m - 0.5, m, m + 0.5]}, {0.001: 1.0})
     r = row(tmp_path, "4. prefix length")
     assert r.verdict.startswith("not reproduced: still rising past 10 (40 vs 10") and "(best: 40)" in r.ours
 
@@ -74,14 +74,14 @@ def test_a_length_curve_still_rising_past_10_is_not_the_papers_plateau(tmp_path)
 def test_a_curve_that_stops_at_10_is_the_papers_plateau(tmp_path):
     means = {1: 20.0, 2: 25.0, 5: 30.0, 10: 35.0, 20: 35.5, 40: 34.0}
     for n, m in means.items():
-        write_runs(tmp_path, "findings-e2e", f"every-mlp-len{n}", "e2e", {0.001: [m - 2, m, m + 2]}, {0.001: 1.0})
+        write_runs(tmp_path, "findings", f"every-mlp-len{n}", "e2e", {0.001: [m - 2, m, m + 2]}, {0.001: 1.0})
     assert row(tmp_path, "4. prefix length").verdict.startswith("reproduced: rises to 10")
 
 
 def test_stability_compares_spread_over_seeds_and_over_the_lr_grid(tmp_path):
-    write_runs(tmp_path, "findings-e2e", "every-mlp-len10", "e2e",
+    write_runs(tmp_path, "findings", "every-mlp-len10", "e2e",
                {0.0003: [39.0], 0.001: [40.0, 41.0, 40.5], 0.003: [39.5]}, {0.0003: 1.2, 0.001: 1.0, 0.003: 1.1})
-    write_runs(tmp_path, "findings-e2e", "every-direct-len10", "e2e",
+    write_runs(tmp_path, "findings", "every-direct-len10", "e2e",
                {0.03: [10.0], 0.1: [38.0, 30.0, 42.0], 0.3: [5.0]}, {0.03: 1.5, 0.1: 1.1, 0.3: 2.0})
     r = row(tmp_path, "7. MLP reparameterization")
     assert r.verdict.startswith("reproduced: the direct table varies more (sd 6.1 vs 0.5 over seeds, F test p = 0.01)")
@@ -89,9 +89,9 @@ def test_stability_compares_spread_over_seeds_and_over_the_lr_grid(tmp_path):
 
 
 def test_a_spread_as_large_over_seeds_is_no_evidence_of_instability(tmp_path):
-    write_runs(tmp_path, "findings-e2e", "every-mlp-len10", "e2e", {0.001: [41.4, 41.2, 36.0, 39.3, 40.6]},
+    write_runs(tmp_path, "findings", "every-mlp-len10", "e2e", {0.001: [41.4, 41.2, 36.0, 39.3, 40.6]},
                {0.001: 1.0})
-    write_runs(tmp_path, "findings-e2e", "every-direct-len10", "e2e", {0.1: [39.1, 40.7, 35.5, 41.7, 39.0]}, {0.1: 1.0})
+    write_runs(tmp_path, "findings", "every-direct-len10", "e2e", {0.1: [39.1, 40.7, 35.5, 41.7, 39.0]}, {0.1: 1.0})
     r = row(tmp_path, "7. MLP reparameterization")
     assert r.verdict.startswith("not reproduced: no difference in spread (sd 2.4 vs 2.2 over seeds, F test p = 0.4")
 
@@ -127,7 +127,7 @@ def test_the_figure_says_which_panels_have_no_runs_and_how_to_make_them(tmp_path
     fig = findings.figure(findings.load(tmp_path))
     axes = fig.axes
     assert len(axes) == 8 and all("no arm finished yet" in texts(ax) for ax in axes)
-    assert "experiments/configs/lowdata-e2e.json" in texts(axes[2]) and "configs/webnlg.json" in texts(axes[3])
+    assert "scale run lowdata" in texts(axes[2]) and "scale run webnlg" in texts(axes[3])
     assert not any(p.get_height() for ax in axes for p in ax.patches)  # no bar drawn from nothing
 
 
@@ -157,8 +157,8 @@ def test_an_arm_counts_only_once_its_first_seed_has_run_its_whole_grid(tmp_path)
 
 
 def test_an_arm_with_fewer_seeds_than_planned_says_how_many_ran(tmp_path):
-    write_runs(tmp_path, "findings-e2e", "every-mlp-len10", "e2e", {0.001: [40.0, 41.0, 42.0]}, {0.001: 1.0})
-    write_runs(tmp_path, "findings-e2e", "infix-mlp-len10", "e2e", {0.001: [30.0, 31.0, 32.0]}, {0.001: 1.0})
+    write_runs(tmp_path, "findings", "every-mlp-len10", "e2e", {0.001: [40.0, 41.0, 42.0]}, {0.001: 1.0})
+    write_runs(tmp_path, "findings", "infix-mlp-len10", "e2e", {0.001: [30.0, 31.0, 32.0]}, {0.001: 1.0})
     r = row(tmp_path, "6. prefix > infix, length 10")
     assert r.ours.count("3 of 5 seeds run") == 2 and r.verdict.startswith("reproduced (+10.0")
 

@@ -31,12 +31,13 @@ def test_plots_and_report_from_result_files(tmp_path):
     # another head is another setting: it must not be averaged into the verbalizer's runs
     write_run(res, {"accuracy": 50.0, "macro_f1": 49.0, "dev_accuracy": 51.0}, task="sst2", prefix_len=10,
               head="linear", seed=0)
-    plots(["--results", str(res), "--plots", str(tmp_path / "plots"), "--report", str(tmp_path / "RESULTS.md")])
-    for task in ("e2e", "sst2"):
+    plots(["--results", str(res), "--report", str(tmp_path / "mine" / "RESULTS.md")])
+    for task in ("e2e", "sst2"):  # beside the report, named after its folder
         for name in ("length", "depth", "reparam"):
-            assert (tmp_path / "plots" / f"{task}_{name}.png").stat().st_size > 1000
-    assert (tmp_path / "plots" / "depth_gap.png").stat().st_size > 1000  # E2E beside SST-2
-    report = (tmp_path / "RESULTS.md").read_text()
+            assert (tmp_path / "mine" / f"mine-{task}-{name}.png").stat().st_size > 1000
+    assert (tmp_path / "mine" / "mine-depth-gap.png").stat().st_size > 1000  # E2E beside SST-2
+    report = (tmp_path / "mine" / "RESULTS.md").read_text()
+    assert "![e2e length](mine-e2e-length.png)" in report
     assert "52.0 ± 2.0 (n=3) (len 10)" in report  # E2E every layer, from the three seeds above
     assert "| 10 | 11.0 | 11.0 |" in report  # depth gap: E2E 52 - 41, SST-2 81 - 70
     assert "at 0 of 1 lengths the SST-2 gap is the larger one" in report
