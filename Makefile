@@ -34,7 +34,7 @@ ablation: $(VENV)/.runtime
 	$(PY) -m experiments.sweep experiments/configs/ablation.json $(exp_args) $(if $(SEEDS),--seeds=$(SEEDS)) $(if $(SWEEPS),--sweeps=$(SWEEPS)) $(if $(JOBS),--jobs=$(JOBS))
 
 plots: $(VENV)/.runtime
-	$(PY) -m experiments.plots $(if $(RESULTS),--results=$(RESULTS))
+	$(PY) -m experiments.reports $(if $(RESULTS),--results=$(RESULTS))
 
 notebooks: $(VENV)/.test
 	$(PY) notebooks/execute.py $(NB)
@@ -48,7 +48,7 @@ pretrain: $(VENV)/.runtime
 # The scale curve (studies/scale/plan.json): pretrain a family of models, prefix-tune and fine-tune
 # each; a GPU job (about 9 minutes on one H200). ARGS e.g. "--deadline 600 --jobs 8".
 scale: $(VENV)/.runtime
-	$(PY) -m experiments.scale run $(ARGS)
+	$(PY) -m experiments.plans run scale $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -287,8 +287,8 @@ def machine(device: str) -> dict:
     if device == "cuda":
         name = torch.cuda.get_device_name()
     else:
-        name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), platform.processor())
+        from experiments.provenance import cpu_name
+        name = cpu_name() or platform.processor()
         name += f", {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     return dict(device=device, name=name, python=platform.python_version(), torch=torch.__version__,
                 transformers=transformers.__version__, peft=peft.__version__,

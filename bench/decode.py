@@ -25,7 +25,8 @@ from bench.sections import write_section
 from experiments.config import ExperimentConfig, load_config
 from experiments.data import encode_source
 from experiments.decode import decode
-from experiments.run import COMMIT, load_base, machine
+from experiments.provenance import commit, machine
+from experiments.run import load_base
 from experiments.runid import recorded_settings
 from experiments.tasks import task_splits
 from minigpt.io import atomic_write
@@ -99,7 +100,7 @@ def main(argv=None) -> None:
            "median_seconds": {w: round(x, 2) for w, x in med.items()},
            "speedup": round(med["every row to the end"] / med["drop settled rows"], 2), "same_outputs": True,
            "command": "python -m bench.decode " + " ".join(sys.argv[1:] if argv is None else argv),
-           "commit": COMMIT, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+           "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(row, indent=1))
     if args.no_write:
         return

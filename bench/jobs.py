@@ -7,7 +7,7 @@
 Each setting trains a run of the experiments exactly as `python -m experiments.run` does (its base model,
 precision recipe and training loop, `experiments.train.fit`, on the task's real training pairs in the same
 order), in fresh processes: once alone with `--cores` threads, then as `--cores` runs side by side with one
-thread each, as `python -m experiments.scale run --jobs N --threads 1` would. Timed: the steps after
+thread each, as `python -m experiments.plans run --jobs N --threads 1` would. Timed: the steps after
 --warmup steps (kernel compilation and weight packing happen in the first ones), from the training log's
 clock. Throughput of one layout = the sum over its runs of steps per second. A sweep's choice depends on the
 CPU (bf16 is fast only where the CPU has bf16 matrix instructions worth using), so every row names the CPU.
@@ -82,7 +82,7 @@ def launch(args: argparse.Namespace, method: str, precision: str, threads: int, 
 def measure(args: argparse.Namespace) -> list[dict]:
     import torch
 
-    from experiments.run import cpu_name
+    from experiments.provenance import cpu_name
     rows = []
     for method in args.methods:
         for precision in args.precisions:

@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 from pathlib import Path
 
 from minigpt.io import atomic_write
 
+from .config import TASKS
 from .data import load_e2e, load_sst2, load_webnlg
-
-TASKS = ("e2e", "webnlg", "sst2")
+from .provenance import cpu_description
 
 
 def task_texts(task: str, data_dir: str | None = None) -> list[str]:
@@ -82,16 +80,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def cpu_name() -> str:
-    """The processor's model name and core count (Linux), for the model card."""
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        return f"{names[0]} ({len(names)} cores)"
-    except (OSError, IndexError):
-        return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
 def default_out(args) -> Path:
     return Path("checkpoints") / f"{Path(args.model).name}-{'+'.join(args.tasks)}-{args.tokens // 1000}k"
 
@@ -129,7 +117,7 @@ def main(argv=None) -> Path:
              "one source; each source's last 10% of tokens is held out as its validation text. Made by "
              f"`python -m experiments.adapt {' '.join(cli)}`.")
     write_card([str(out), "--command", "python -m minigpt.pretraining " + " ".join(train_argv), "--hardware",
-                result["gpu"] or cpu_name(), "--notes", notes])
+                result["gpu"] or cpu_description(), "--notes", notes])
     record = {"base": args.model, "tasks": args.tasks, "tokens": args.tokens, "sources": result["sources"],
               "train_seconds": result["train_seconds"], "tokens_seen": result["tokens_seen"]}
     atomic_write(out / "adaptation.json", lambda t: Path(t).write_text(json.dumps(record, indent=2) + "\n"))

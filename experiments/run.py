@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -36,6 +34,7 @@ from .classify import LABEL_WORDS, ClassificationObjective, Classifier, accuracy
 from .data import DataError, encode_pair, encode_source
 from .decode import decode
 from .metrics import corpus_metrics
+from .provenance import commit, machine
 from .runid import claim_run_dir, finished_metrics, identify, reference_run, remove_leftovers
 from .slots import corpus_slot_errors
 from .tasks import sst2_splits, task_splits
@@ -108,45 +107,9 @@ def check_lengths(cfg: ExperimentConfig, base: GPT, train_lengths: list[int], te
                              f"the model's context of {ctx} positions; use LEN <= {ctx - n}")
 
 
-CODE = ("*.py", "experiments/configs", "requirements*.txt", "Makefile")  # what a run's result depends on
-
-
-def git_commit(where: Path = Path(__file__).parent) -> str:
-    """HEAD's short hash, "+dirty" when tracked code or configs differ from it (results and reports that the
-    runs themselves rewrite, such as a plan's jobs.json, don't count)."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=where, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                *(f":(top){p}" for p in CODE)], capture_output=True, text=True, cwd=where).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without git: the copier may say
-        return os.environ.get("EXPERIMENT_COMMIT", "unknown")
-
-
-COMMIT = git_commit()  # the code this process runs, even if the checkout moves on during a long sweep
-
-
-def cpu_name() -> str | None:
-    """The CPU's model name ('AMD EPYC ...', 'Intel(R) Xeon(R) ...'; None where /proc/cpuinfo is not) and
-    whether it has AMX (bf16 matrix units, which speed up bf16 training), which timings depend on."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), None)
-    return None if name is None else name + (" (AMX)" if "amx_bf16" in info else " (no AMX)")
-
-
-def machine() -> dict:
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu": cpu_name(), "cpus": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
-
-
 def run(cfg: ExperimentConfig) -> dict:
     out, run_dir = Path(cfg.results_dir) / cfg.run_name, Path(cfg.runs_dir) / cfg.run_name
+    commit()  # read as the run starts: the code it runs, even if the checkout moves on while it trains
     check_depth(cfg, checkpoint_layers(cfg.model))  # before anything heavy loads
     try:
         this = identify(cfg)
@@ -186,7 +149,7 @@ def run(cfg: ExperimentConfig) -> dict:
         kept += sum(p.numel() for p in prefix_net.encoder.parameters())
     metrics = {**job.scores, "trainable_params": trainable, "kept_params": kept, "total_params": total,
                **job.summary, "split": "test", "n_test": job.n_test, "n_train": job.n_train, "seed": cfg.seed,
-               "commit": COMMIT, "machine": machine(), "inputs": this.inputs,
+               "commit": commit(), "machine": machine(), "inputs": this.inputs,
                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_results(out, cfg, job.predictions, run_dir / "log.jsonl", metrics)
     compare_with_reference(cfg, this, metrics)

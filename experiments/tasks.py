@@ -73,3 +73,6 @@ def sst2_splits(data_dir=None, max_train: int | None = None, max_dev: int | None
         check_counts("sst2", s, sizes[s], "sentences", limits[s], dataset_dir("sst2", data_dir) / f"stsa.binary.{s}")
     return {"train": draw(rows["train"], max_train, train_seed),
             **{s: rows[s][:limits[s]] for s in ("dev", "test")}}, sizes
+
+# each task's primary test metric: the key in a run's metrics.json, and its name in reports
+PRIMARY = {"e2e": ("bleu", "BLEU"), "webnlg": ("bleu", "BLEU"), "sst2": ("accuracy", "accuracy (%)")}

@@ -182,92 +182,108 @@ def fit(net: nn.Module, objective: Objective, train_items: list, dev_items: list
     """Train `net`'s trainable parameters on `objective` (e.g. `LMObjective`); returns a summary.
 
     Resumes from `run_dir/state.pt`."""
-    rank, world = rank_and_world()
-    ddp, master = "RANK" in os.environ and world > 1, rank == 0
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    hidden = net.hidden_states
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel
-        hidden = DistributedDataParallel(Hidden(net))
-    device = next(net.parameters()).device
-    bf16_autocast = autocast(device, cfg.bf16)
-    lengths = [objective.length(item) for item in train_items]
-    batches_per_epoch = len(bucket_batches(lengths, cfg.batch_size, cfg.seed))
-    total = cfg.epochs * batches_per_epoch
-    warmup = warmup_for(total, cfg.warmup_steps)
-    if warmup < cfg.warmup_steps and master:
-        log(f"warmup: {warmup} steps, not {cfg.warmup_steps}: at most {WARMUP_SHARE:.0%} of this run's {total} steps")
-    state_file = run_dir / "state.pt"
-    st = resume(net, opt, state_file, device, log if master else lambda item: None)
-
-    def save():
-        if master:
-            s = {"trainable": trainable_state(net), "optimizer": opt.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "progress": vars(st)}
-            atomic_write(state_file, lambda t: torch.save(s, t))
-
-    net.train()
-    bar = tqdm(total=total, initial=st.step, disable=not master, unit="step", dynamic_ncols=True,
-               desc=run_dir.name[:40])
-    with GracefulInterrupt(enabled=not ddp) as interrupt:
+    loop = Loop(net, objective, train_items, cfg, run_dir, log)
+    st = loop.st
+    with GracefulInterrupt(enabled=not loop.ddp) as interrupt:
         while st.epoch < cfg.epochs and not (cfg.patience and st.bad_epochs >= cfg.patience):
-            batches = bucket_batches(lengths, cfg.batch_size, cfg.seed + st.epoch)
+            batches = bucket_batches(loop.lengths, cfg.batch_size, cfg.seed + st.epoch)
             while st.batch < len(batches):
-                t0 = time.perf_counter()
-                batch = batches[st.batch]
-                n_targets = objective.count([train_items[i] for i in batch])
-                mine = batch[rank::world]  # this process's share of the global batch
-                lr = cfg.lr * linear_schedule(st.step, total, warmup)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                if mine:
-                    with bf16_autocast():
-                        loss = objective.loss(hidden, [train_items[i] for i in mine], device) / n_targets * world
-                    if not torch.isfinite(loss):  # before the update: the saved state stays the last finite one
-                        raise TrainingDiverged(f"the training loss is {loss.item()} at step {st.step + 1} (lr "
-                                               f"{lr:.3g}): the run diverged and is not scored; try a lower lr")
-                    loss.backward()
-                else:  # pragma: no cover - more processes than rows in a batch
-                    (sum(p.sum() for p in params) * 0).backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                st.batch += 1
-                st.step += 1
-                st.tokens += sum(lengths[i] for i in batch)
-                st.elapsed += time.perf_counter() - t0
-                if master:
-                    value = loss.item() / world if mine else float("nan")
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{st.tokens / st.elapsed:,.0f}")
-                    if st.step % cfg.log_every == 0:
-                        log({"step": st.step, "epoch": st.epoch, "train_loss": value, "lr": lr,
-                             "tokens_per_second": round(st.tokens / st.elapsed)})
+                loop.step(batches[st.batch])
                 if st.step % cfg.ckpt_every == 0 or interrupt.requested:
-                    save()
-                interrupt.stop_if_requested(log, state_file)
-            # end of epoch: dev loss, keep the best, stop early when it stops improving
-            dl = dev_loss(net, objective, dev_items, cfg.batch_size * 2, bf16_autocast, device)
-            st.dev.append(dl)
-            if dl < st.best_dev:
-                st.best_dev, st.best, st.bad_epochs = dl, trainable_state(net), 0
-            else:
-                st.bad_epochs += 1
-            if master:
-                log({"epoch": st.epoch, "step": st.step, "dev_loss": dl})
-                bar.write(f"epoch {st.epoch}: dev loss {dl:.4f}")
-            st.epoch += 1
-            st.batch = 0
-            save()
-            interrupt.stop_if_requested(log, state_file)
-    bar.close()
+                    loop.save()
+                interrupt.stop_if_requested(log, loop.state_file)
+            loop.end_epoch(dev_items)  # dev loss, keep the best, stop early when it stops improving
+            loop.save()
+            interrupt.stop_if_requested(log, loop.state_file)
+    loop.bar.close()
     if st.best is not None:
         net.load_state_dict(st.best, strict=False)
-    return {"steps": st.step, "warmup_steps": warmup, "epochs_run": st.epoch, "train_seconds": round(st.elapsed, 1),
-            "train_tokens": st.tokens, "dev_loss": st.dev, "best_dev_loss": st.best_dev,
-            "tokens_per_second": round(st.tokens / max(st.elapsed, 1e-9))}
+    return {"steps": st.step, "warmup_steps": loop.warmup, "epochs_run": st.epoch,
+            "train_seconds": round(st.elapsed, 1), "train_tokens": st.tokens, "dev_loss": st.dev,
+            "best_dev_loss": st.best_dev, "tokens_per_second": round(st.tokens / max(st.elapsed, 1e-9))}
+
+
+class Loop:
+    """What `fit` keeps between steps: the optimizer, the schedule, the progress (`st`) and its bar."""
+
+    def __init__(self, net: nn.Module, objective: Objective, train_items: list, cfg, run_dir: Path, log):
+        self.net, self.objective, self.items, self.cfg, self.log = net, objective, train_items, cfg, log
+        self.rank, self.world = rank_and_world()
+        self.ddp, self.master = "RANK" in os.environ and self.world > 1, self.rank == 0
+        self.params = [p for p in net.parameters() if p.requires_grad]
+        self.opt = adamw(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.hidden = net.hidden_states
+        if self.ddp:
+            from torch.nn.parallel import DistributedDataParallel
+            self.hidden = DistributedDataParallel(Hidden(net))
+        self.device = next(net.parameters()).device
+        self.bf16_autocast = autocast(self.device, cfg.bf16)
+        self.lengths = [objective.length(item) for item in train_items]
+        self.total = cfg.epochs * len(bucket_batches(self.lengths, cfg.batch_size, cfg.seed))
+        self.warmup = warmup_for(self.total, cfg.warmup_steps)
+        if self.warmup < cfg.warmup_steps and self.master:
+            log(f"warmup: {self.warmup} steps, not {cfg.warmup_steps}: at most {WARMUP_SHARE:.0%} of this run's "
+                f"{self.total} steps")
+        self.state_file = run_dir / "state.pt"
+        self.st = resume(net, self.opt, self.state_file, self.device, log if self.master else lambda item: None)
+        net.train()
+        self.bar = tqdm(total=self.total, initial=self.st.step, disable=not self.master, unit="step",
+                        dynamic_ncols=True, desc=run_dir.name[:40])
+
+    def save(self) -> None:
+        if self.master:
+            s = {"trainable": trainable_state(self.net), "optimizer": self.opt.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "progress": vars(self.st)}
+            atomic_write(self.state_file, lambda t: torch.save(s, t))
+
+    def step(self, batch: list[int]) -> None:
+        """One optimizer step on the global batch `batch` (this process computes its share of it)."""
+        st, cfg, world = self.st, self.cfg, self.world
+        t0 = time.perf_counter()
+        n_targets = self.objective.count([self.items[i] for i in batch])
+        mine = batch[self.rank::world]  # this process's share of the global batch
+        lr = cfg.lr * linear_schedule(st.step, self.total, self.warmup)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        if mine:
+            with self.bf16_autocast():
+                loss = self.objective.loss(self.hidden, [self.items[i] for i in mine], self.device) / n_targets * world
+            if not torch.isfinite(loss):  # before the update: the saved state stays the last finite one
+                raise TrainingDiverged(f"the training loss is {loss.item()} at step {st.step + 1} (lr "
+                                       f"{lr:.3g}): the run diverged and is not scored; try a lower lr")
+            loss.backward()
+        else:  # pragma: no cover - more processes than rows in a batch
+            (sum(p.sum() for p in self.params) * 0).backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        st.batch += 1
+        st.step += 1
+        st.tokens += sum(self.lengths[i] for i in batch)
+        st.elapsed += time.perf_counter() - t0
+        if self.master:
+            value = loss.item() / world if mine else float("nan")
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{st.tokens / st.elapsed:,.0f}")
+            if st.step % cfg.log_every == 0:
+                self.log({"step": st.step, "epoch": st.epoch, "train_loss": value, "lr": lr,
+                          "tokens_per_second": round(st.tokens / st.elapsed)})
+
+    def end_epoch(self, dev_items: list) -> None:
+        """The dev loss; keep the weights if it is the best so far, count the epochs without improvement."""
+        st = self.st
+        dl = dev_loss(self.net, self.objective, dev_items, self.cfg.batch_size * 2, self.bf16_autocast, self.device)
+        st.dev.append(dl)
+        if dl < st.best_dev:
+            st.best_dev, st.best, st.bad_epochs = dl, trainable_state(self.net), 0
+        else:
+            st.bad_epochs += 1
+        if self.master:
+            self.log({"epoch": st.epoch, "step": st.step, "dev_loss": dl})
+            self.bar.write(f"epoch {st.epoch}: dev loss {dl:.4f}")
+        st.epoch += 1
+        st.batch = 0
 
 
 def resume(net: nn.Module, opt, state_file: Path, device, log) -> Progress:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import hf_model
 from experiments.config import parse_cli
-from experiments.run import git_commit
+from experiments.provenance import git_commit
 from experiments.run import main as run
 from experiments.sweep import sweep_runs
 from minigpt import GPT

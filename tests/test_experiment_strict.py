@@ -17,14 +17,14 @@ import pytest
 import torch
 from test_experiment_run import gpt2_vocab_dir, tiny  # noqa: F401 (a fixture)
 from test_experiment_train import CFG, setup, trained
-from test_plots import write_run
+from test_reports import write_run
 
 from experiments import data
 from experiments import run as run_mod
 from experiments import train as train_mod
 from experiments.config import ExperimentConfig, load_config, parse_cli
 from experiments.data import DataError
-from experiments.plots import main as plots
+from experiments.reports.sweeps import main as plots
 from experiments.run import main as run
 from experiments.runid import RunId, recorded_settings
 from experiments.sweep import main as sweep

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiments import findings
-from experiments.findings import Arm, Plan, at_least, higher
-from experiments.scale import eval_name
+from experiments.plans import eval_name
+from experiments.reports import figure, findings
+from experiments.reports.findings import Arm, Plan, at_least, higher
 
 
 def write_runs(root: Path, plan_name: str, arm: str, task: str, scores: dict, dev: dict, size: str | None = None,
@@ -48,7 +48,7 @@ def test_every_row_says_not_run_without_results(tmp_path):
     rows = findings.rows(tmp_path)
     assert len(rows) == 25 and all(r.ours.startswith("not run yet") and r.verdict == "–" for r in rows)
     text = findings.markdown(tmp_path)
-    assert "python -m experiments.scale run fulldata" in text
+    assert "python -m experiments.plans run fulldata" in text
 
 
 def test_the_lr_is_chosen_on_dev_loss_and_the_verdict_uses_that_lrs_seeds(tmp_path):
@@ -97,7 +97,7 @@ def test_a_spread_as_large_over_seeds_is_no_evidence_of_instability(tmp_path):
 
 
 def test_the_f_test_matches_the_tables():
-    from experiments.findings import betainc
+    from experiments.reports.findings import betainc
 
     def sf(f, d1, d2):  # P(F > f) for the F distribution with (d1, d2) degrees of freedom
         return betainc(d2 / 2, d1 / 2, d2 / (d2 + d1 * f))
@@ -124,10 +124,10 @@ def texts(ax) -> str:
 def test_the_figure_says_which_panels_have_no_runs_and_how_to_make_them(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
-    fig = findings.figure(findings.load(tmp_path))
+    fig = figure.figure(findings.load(tmp_path))
     axes = fig.axes
     assert len(axes) == 8 and all("no arm finished yet" in texts(ax) for ax in axes)
-    assert "scale run lowdata" in texts(axes[2]) and "scale run webnlg" in texts(axes[3])
+    assert "plans run lowdata" in texts(axes[2]) and "plans run webnlg" in texts(axes[3])
     assert not any(p.get_height() for ax in axes for p in ax.patches)  # no bar drawn from nothing
 
 
@@ -137,7 +137,7 @@ def test_the_figure_draws_each_arm_at_its_dev_chosen_lr_with_every_seed(tmp_path
     write_runs(tmp_path, "fulldata", "prefix", "e2e", {0.001: [50.0, 52.0, 45.0]}, {0.001: 1.5})
     write_runs(tmp_path, "fulldata", "finetune", "e2e", {0.0001: [60.0, 61.0, 62.0], 0.0003: [70.0, 71.0, 72.0]},
                {0.0001: 1.4, 0.0003: 1.6})
-    e2e, sst2, low = findings.figure(findings.load(tmp_path)).axes[:3]
+    e2e, sst2, low = figure.figure(findings.load(tmp_path)).axes[:3]
     assert [round(p.get_height(), 3) for p in e2e.patches] == [49.0, 61.0]  # the means at the chosen lrs
     labels = e2e.get_legend_handles_labels()[1]
     assert "prefix (lr 0.001; n=3)" in labels and any(lab.startswith("fine-tuning (lr 0.0001, edge; n=3)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from experiments.config import load_config
-from experiments.plots import main as plots
+from experiments.reports.sweeps import main as plots
 
 
 def write_run(root, metrics, **settings):

@@ -1,6 +1,6 @@
 """The paper's findings beside ours, each with a verdict: the table of studies/RESULTS.md.
 
-    python -m experiments.findings [--plot PNG]   (prints the table, draws the figure; `make plots` writes both
+    python -m experiments.reports.findings [--plot PNG]   (prints the table, draws the figure; `make plots` writes both
                                                   to studies/RESULTS.md and studies/paper-findings.png)
 
 Reads only the result files of the studies that measure the findings under one protocol (every arm's lr
@@ -13,7 +13,7 @@ chosen on dev loss from its own grid, the same data and steps for the arms compa
                                the bfloat16 vs float32 frozen base
     studies/adaptation    9  ours, not the paper's: adapting the base on task text
 
-each run with `python -m experiments.scale run <study>`. A finding whose runs are missing says so and
+each run with `python -m experiments.plans run <study>`. A finding whose runs are missing says so and
 names the command; it is never filled from runs made with other settings.
 
 Verdicts compare means with their standard error, se = sqrt(sd_a^2 / n_a + sd_b^2 / n_b):
@@ -32,15 +32,25 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .scale import arm as arm_name
-from .scale import STUDIES, at_edge, collect, draw_floors, fmt_lr, load_plan
+from ..paper import E2E, WEBNLG
+from ..paper import EMBEDDING as PAPER_EMBEDDING
+from ..paper import EVERY as PAPER_EVERY
+from ..paper import INFIX as PAPER_INFIX
+from ..plans.collect import at_edge, collect
+from ..plans.spec import STUDIES, fmt_lr, load_plan
+from ..plans.spec import arm as arm_name
+
 
 # the plans are the project's own (the results may be read from elsewhere: `root`)
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
+
+
 CLOSE, CLOSE_SEEDS = 3.0, 5  # arms closer than 3 points need 5 seeds
-# The paper's E2E ablation (PAPER.md): the every-layer prefix has a number only at length 10
-PAPER_EVERY, PAPER_EMBEDDING, PAPER_INFIX = {10: 70.3}, {1: 48.1, 10: 62.2, 20: 61.9}, {1: 67.9, 10: 67.2, 20: 66.7}
+
+
 FIGURE = "paper-findings.png"  # beside studies/RESULTS.md
+
+
 PLANS = ("fulldata", "lowdata", "webnlg", "findings", "adaptation")  # studies, in the order of the findings
 
 
@@ -141,7 +151,7 @@ class Plan:
         return True
 
     def command(self) -> str:
-        return f"`python -m experiments.scale run {self.name}`"
+        return f"`python -m experiments.plans run {self.name}`"
 
 
 def compare(a: Arm, b: Arm) -> tuple[float, float]:
@@ -303,7 +313,7 @@ def load(root: Path = Path("."), links: str = "") -> list[Plan]:
 def rows(root: Path = Path("."), links: str = "", plans: list[Plan] | None = None) -> list[Row]:
     """Every finding's row, from `plans` (default: `load(root, links)`)."""
     full, low, web, abl, adapt = plans or load(root, links)
-    out = [pair("1. prefix ≥ fine-tuning, full data, 2 epochs (E2E BLEU)", "70.3 vs 68.8", full, "e2e",
+    out = [pair("1. prefix ≥ fine-tuning, full data, 2 epochs (E2E BLEU)", f"{E2E['prefix']} vs {E2E['finetune']}", full, "e2e",
                 "prefix", "finetune", at_least),
            pair("1. prefix ≥ fine-tuning, full data, 2 epochs (SST-2 accuracy)", "no SST-2 in the paper; "
                 "P-tuning v2: deep prompts ≈ fine-tuning", full, "sst2", "prefix", "finetune", at_least)]
@@ -315,9 +325,9 @@ def rows(root: Path = Path("."), links: str = "", plans: list[Plan] | None = Non
     for n in (50, 100, 200, 500):
         out.append(pair(f"2. low data, {n} pairs: real-word init > random init", "real-word init helps (Fig. 3)",
                         low, "e2e", f"prefix-text-n{n}", f"prefix-n{n}", higher))
-    out.append(pair("3. extrapolation: prefix > fine-tuning on unseen WebNLG categories (BLEU)", "45.3 vs 26.7",
+    out.append(pair("3. extrapolation: prefix > fine-tuning on unseen WebNLG categories (BLEU)", f"{WEBNLG['prefix']['unseen']} vs {WEBNLG['finetune']['unseen']}",
                     web, "webnlg", "prefix", "finetune", higher, metric="bleu_unseen"))
-    out.append(pair("3. ... while close on seen categories (BLEU)", "62.9 vs 64.7", web, "webnlg", "prefix",
+    out.append(pair("3. ... while close on seen categories (BLEU)", f"{WEBNLG['prefix']['seen']} vs {WEBNLG['finetune']['seen']}", web, "webnlg", "prefix",
                     "finetune", at_least, metric="bleu_seen"))
     out.append(length_curve(abl))
     for n, paper in PAPER_EMBEDDING.items():
@@ -354,195 +364,11 @@ def markdown(root: Path = Path("."), links: str = "", plans: list[Plan] | None =
     return "\n".join(lines) + "\n"
 
 
-CAPTION = ("Each arm at its own lr, chosen on dev loss (legend; per point on the curves; \"edge\": the grid's "
-           "smallest or largest). Bars and points: mean ± sd over n seeds at that lr; dots: each seed (a collapsed "
-           "seed stays in view). ★: the paper's value (GPT-2 medium, 5 epochs; ours: a 19M model). Dotted: floors. "
-           "Every number read from the plans' result files by experiments/findings.py.")
-
-
-def lr_label(label: str, a: Arm) -> str:
-    return f"{label} (lr {fmt_lr(a.lr)}{', edge' if a.edge else ''}; n={len(a.values)})"
-
-
-def bar(ax, x: float, a: Arm | None, label: str, color: str, width: float = 0.7) -> None:
-    """One arm as a bar (mean ± sd) with its seeds as dots; nothing where the arm has no runs."""
-    if a is None:
-        return
-    ax.bar(x, a.mean, width, yerr=a.err, capsize=3, color=color, alpha=0.75,
-           label=lr_label(label, a))
-    ax.plot([x + (i - (len(a.values) - 1) / 2) * width / 8 for i in range(len(a.values))], a.values, "o", ms=3,
-            c="black", zorder=3)
-
-
-def line(ax, xs: list, arms: list[Arm | None], label: str, color: str, shift: float = 1.0, marker: str = "o") -> None:
-    """Arms along x (mean ± sd, seeds as dots, each point's lr beside it); points without runs are left out.
-    `shift` scales x (on a log axis: a small sideways offset, so that series at the same x stay apart)."""
-    pts = [(x * shift, a) for x, a in zip(xs, arms) if a is not None]
-    if not pts:
-        return
-    ax.errorbar([x for x, _ in pts], [a.mean for _, a in pts], yerr=[a.err for _, a in pts],
-                marker=marker, capsize=3, c=color, label=f"{label} (lr beside each point)")
-    for x, a in pts:
-        ax.plot([x] * len(a.values), a.values, ".", c=color, ms=4, alpha=0.6)
-        ax.annotate(fmt_lr(a.lr) + ("*" if a.edge else ""), (x, a.mean), textcoords="offset points", xytext=(4, -9),
-                    fontsize=6, color=color)
-
-
-def paper_star(ax, x: float, y: float | None, label: str | None = None, color: str = "black") -> None:
-    if y is not None:
-        ax.plot([x], [y], "*", ms=10, c=color, mec="black", mew=0.5, label=label, zorder=4)
-
-
-def empty(ax, plan: Plan, what: str, arms: list) -> None:
-    """Say in the panel that its runs are missing (and how to make them), where none of `arms` has runs."""
-    if any(a is not None for a in arms):
-        return
-    ax.text(0.5, 0.5, f"{what}: no arm finished yet\n{plan.command().strip('`')}", transform=ax.transAxes, ha="center",
-            va="center", fontsize=7, color="gray", wrap=True)
-
-
-def figure(plans: list[Plan] | None = None):
-    """The findings as one figure of eight panels (the table's rows, drawn); returns the matplotlib figure."""
-    import matplotlib.pyplot as plt
-    full, low, web, abl, adapt = plans or load()
-    fig, axes = plt.subplots(2, 4, figsize=(20, 9.5))
-    (a_full, a_sst, a_low, a_web), (a_len, a_pos, a_rep, a_adapt) = axes
-
-    for ax, task in ((a_full, "e2e"), (a_sst, "sst2")):
-        arms = [full.arm(task, arm) for arm in ("prefix", "finetune")]
-        for i, (a, label) in enumerate(zip(arms, ("prefix", "fine-tuning"))):
-            bar(ax, i, a, label, f"C{i}")
-        empty(ax, full, "full data", arms)
-    paper_star(a_full, 0, 70.3, "paper: prefix, fine-tuning", "C0")
-    paper_star(a_full, 1, 68.8, None, "C1")
-    a_full.set(title="1. full data, 2 epochs: E2E", ylabel="test BLEU", xticks=[0, 1],
-               xticklabels=["prefix", "fine-tuning"])
-    a_sst.set(title="1. full data, 2 epochs: SST-2 (not in the paper)", ylabel="test accuracy (%)", xticks=[0, 1],
-              xticklabels=["prefix", "fine-tuning"], ylim=(40, 100))
-
-    ns = [50, 100, 200, 500]
-    drawn = []
-    for arm, label, color, shift in (("prefix-n{}", "prefix, random init", "C0", 0.93),
-                                     ("prefix-text-n{}", "prefix, real-word init", "C2", 1.0),
-                                     ("finetune-n{}", "fine-tuning", "C1", 1.07)):
-        drawn += [low.arm("e2e", arm.format(n)) for n in ns]
-        line(a_low, ns, drawn[-len(ns):], label, color, shift)
-    for arm, label, color, shift in (("prefix-n500-long", "prefix, 5x the steps", "C0", 1.2),
-                                     ("finetune-n500-long", "fine-tuning, 5x the steps", "C1", 1.32)):
-        drawn.append(low.arm("e2e", arm))
-        line(a_low, [500], drawn[-1:], label, color, shift, marker="s")
-    empty(a_low, low, "low data", drawn)
-    a_low.set(title="2. low data: E2E (paper: prefix +2.9 BLEU on average)", xscale="log", xlabel="training pairs "
-              "(each seed its own sample; ~200 steps, squares 1,000)", ylabel="test BLEU")
-    a_low.set_xticks(ns, [str(n) for n in ns])
-    a_low.minorticks_off()
-
-    drawn = []
-    for i, (arm, label) in enumerate((("prefix", "prefix"), ("finetune", "fine-tuning"))):
-        for j, metric in enumerate(("bleu_seen", "bleu_unseen")):
-            drawn.append(web.arm("webnlg", arm, metric))
-            bar(a_web, j + (i - 0.5) * 0.4, drawn[-1], label if j == 0 else "_", f"C{i}", width=0.38)
-    empty(a_web, web, "WebNLG", drawn)
-    for j, ys in enumerate(((62.9, 64.7), (45.3, 26.7))):
-        for i, y in enumerate(ys):
-            paper_star(a_web, j + (i - 0.5) * 0.4, y, "paper: prefix, fine-tuning" if i == j == 0 else None,
-                       f"C{i}")
-    a_web.set(title="3. extrapolation: WebNLG 2017", ylabel="test BLEU", xticks=[0, 1],
-              xticklabels=["seen categories", "unseen categories"])
-
-    lengths = [1, 2, 5, 10, 20, 40]
-    drawn = [abl.arm("e2e", f"every-mlp-len{n}") for n in lengths]
-    line(a_len, lengths, drawn, "prefix, every layer, MLP", "C0")
-    ft = abl.arm("e2e", "finetune")
-    if ft is not None:
-        a_len.axhspan(ft.mean - ft.err, ft.mean + ft.err, color="C1", alpha=0.25,
-                      label=lr_label("fine-tuning, same data", ft))
-    fp32 = abl.arm("e2e", "every-mlp-len10-fp32base")
-    if fp32 is not None:
-        a_len.errorbar([11], [fp32.mean], yerr=[fp32.err], fmt="s", c="C4", capsize=3,
-                       label=lr_label("len 10 on a float32 base", fp32))
-    paper_star(a_len, 10, PAPER_EVERY[10], "paper: len 10 (peak near 10)")
-    empty(a_len, abl, "length", drawn)
-    a_len.set(title="4. prefix length: E2E, 5,000 pairs, 1 epoch", xscale="log", xlabel="prefix length (virtual "
-              "tokens)", ylabel="test BLEU")
-    a_len.set_xticks(lengths, [str(n) for n in lengths])
-    a_len.minorticks_off()
-
-    pos, drawn = [1, 10, 20], []
-    for arm, label, color, paper in (("every-mlp-len{}", "prefix, every layer", "C0", PAPER_EVERY),
-                                     ("infix-mlp-len{}", "infix, every layer", "C3", PAPER_INFIX),
-                                     ("embedding-len{}", "embedding only (direct)", "C7", PAPER_EMBEDDING)):
-        drawn += [abl.arm("e2e", arm.format(n)) for n in pos]
-        line(a_pos, pos, drawn[-len(pos):], label, color)
-        for n, y in paper.items():
-            paper_star(a_pos, n, y, f"paper: {label.split(',')[0]}" if n == 10 else None, color)
-    emb_mlp = abl.arm("e2e", "embedding-mlp-len10")
-    if emb_mlp is not None:
-        a_pos.errorbar([11], [emb_mlp.mean], yerr=[emb_mlp.err], fmt="D", c="C8",
-                       capsize=3, label=lr_label("embedding only, MLP, len 10", emb_mlp))
-    empty(a_pos, abl, "depth and position", drawn)
-    a_pos.set(title="5-6. depth and position: E2E, 5,000 pairs", xscale="log", xlabel="length (virtual tokens)",
-              ylabel="test BLEU")
-    a_pos.set_xticks(pos, [str(n) for n in pos])
-    a_pos.minorticks_off()
-
-    drawn = []
-    for arm, label, color in (("every-mlp-len10", "MLP", "C0"), ("every-direct-len10", "direct table", "C5")):
-        first = abl.first_seed_by_lr("e2e", arm)
-        a = abl.arm("e2e", arm)
-        drawn.append(a)
-        if not first or a is None:
-            continue
-        a_rep.plot([lr for lr, _ in first], [s for _, s in first], "o--", c=color, label=f"{label}: first seed, "
-                   "every lr of its grid")
-        a_rep.plot([a.lr] * len(a.values), a.values, "x", c=color, ms=8, label=lr_label(f"{label}: each seed at "
-                   "the chosen lr", a))
-    empty(a_rep, abl, "reparameterization", drawn)
-    a_rep.set(title="7. stability: MLP vs direct table, len 10, E2E", xscale="log", xlabel="peak learning rate",
-              ylabel="test BLEU")
-    if any(drawn):  # the grids' lrs as ticks (after the log scale, which resets them)
-        grid = sorted({r["lr"] for r in abl.result["runs"] if r["arm"] in ("every-mlp-len10", "every-direct-len10")})
-        a_rep.set_xticks(grid, [fmt_lr(lr) for lr in grid])
-        a_rep.minorticks_off()
-
-    drawn = []
-    for i, (size, label) in enumerate((("none", "plain base"), ("shared", "base adapted on task text"))):
-        for j, (arm, name) in enumerate((("prefix", "prefix"), ("finetune", "fine-tuning"))):
-            drawn.append(adapt.arm("e2e", arm, size=size))
-            bar(a_adapt, i + (j - 0.5) * 0.4, drawn[-1], f"{name}, {label}", f"C{j}" if i == 0 else ("C9", "C6")[j],
-                width=0.38)
-    empty(a_adapt, adapt, "adaptation", drawn)
-    a_adapt.set(title="9. ours: adapt the base on unlabeled task text, E2E", ylabel="test BLEU", xticks=[0, 1],
-                xticklabels=["plain base", "adapted base"])
-
-    for ax, task in zip(axes.flat, ("e2e", "sst2", "e2e", None, "e2e", "e2e", "e2e", "e2e")):
-        if task:
-            draw_floors(ax, task, fontsize=6)
-        if task != "sst2":  # one BLEU scale for every panel, the paper's values in view
-            ax.set_ylim(0, 88)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="best")
-        ax.title.set_fontsize(9)
-    fig.text(0.5, 0.005, CAPTION, ha="center", va="bottom", fontsize=8, wrap=True)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return fig
-
-
-def save_figure(path: Path, plans: list[Plan] | None = None) -> None:
-    """`figure()` written to `path` (PNG), atomically."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from minigpt.io import atomic_write
-    fig = figure(plans)
-    atomic_write(path, lambda t: fig.savefig(t, dpi=110, format="png"))
-    plt.close(fig)
-
-
 def write_report(root: Path = Path(".")) -> Path:
     """The findings table and figure as `<root>/studies/RESULTS.md` and `paper-findings.png` beside it."""
     from minigpt.io import atomic_write
+
+    from .figure import CAPTION, save_figure
     plans = load(root)  # read once for the table and the figure
     folder = root / STUDIES
     lines = ["# The paper's findings, measured under one protocol", "",
@@ -567,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     plans = load(Path(args.root))
     print(markdown(Path(args.root), plans=plans), end="")
     if args.plot:
+        from .figure import save_figure
         save_figure(Path(args.plot), plans)
         print(f"wrote {args.plot}")
 

@@ -1,13 +1,13 @@
-"""Curves and the findings table, read only from result files (`<results_dir>/*/{config,metrics}.json`).
+"""The reference sweeps' report: curves and tables, read only from result files (`<results_dir>/*/{config,metrics}.json`).
 
-    python -m experiments.plots [--results DIR]      (make plots; make plots RESULTS=results for your runs)
+    python -m experiments.reports [--results DIR]      (make plots; make plots RESULTS=results for your runs)
 
 Writes a report (default `studies/reference/RESULTS.md` for the shipped runs of `studies/reference/results/`,
 else `<DIR>/RESULTS.md`) with its PNGs beside it (mean ± std over seeds, named after the report's folder, e.g.
 `reference-e2e-length.png`), which sets each finding beside the paper's (Li & Liang 2021, ACL version,
 GPT-2 medium) and, with SST-2 results, the depth gap on understanding vs generation (P-tuning v2's
 observation). For the shipped runs it also writes the findings table, `studies/RESULTS.md`
-(experiments/findings.py).
+(experiments/reports/findings.py).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -24,11 +25,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from minigpt.io import atomic_write  # noqa: E402
 
+from ..config import BOOKKEEPING, REFERENCE, default_values  # noqa: E402
+from ..paper import E2E, EMBEDDING, FLOORS, PAPER_POINTS  # noqa: E402
+from ..tasks import PRIMARY  # noqa: E402
 from . import findings  # noqa: E402
-from .config import BOOKKEEPING, REFERENCE, default_values  # noqa: E402
-from .scale import FLOORS  # noqa: E402
+
 
 METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
+
+
 # the settings the sweeps vary; runs that also differ in any other setting (data sizes, model, epochs, ...)
 # are not compared with each other
 SWEPT = ("method", "random_init", "prefix_len", "depth", "reparam", "init", "head", "lr", "seed")
@@ -124,134 +129,163 @@ def fmt(runs: list[dict] | None, metric: str = "bleu") -> str:
     return f"{mean:.1f} ± {sd:.1f} (n={n})"
 
 
-PRIMARY = {"e2e": ("bleu", "test BLEU"), "webnlg": ("bleu", "test BLEU"), "sst2": ("accuracy", "test accuracy")}
+@dataclass
+class Sweep:
+    """One task's compared runs (one model, training budget and data size: the most common ones), by arm."""
+    task: str
+    metric: str  # the task's primary metric
+    label: str  # its axis label, e.g. "test BLEU"
+    compared: list[dict]
+    budget: dict  # the settings the compared runs share
+    every_mlp: dict[int, list[dict]]  # prefix length -> runs
+    every_direct: dict[int, list[dict]]
+    emb: dict[int, list[dict]]
+    rand: dict[int, list[dict]]  # on a randomly initialized model of the same shape
+    ft: list[dict]  # full fine-tuning
+
+    @classmethod
+    def of(cls, task: str, rows: list[dict]) -> Sweep:
+        metric, unit = PRIMARY[task]
+        compared, budget = comparable(rows, task)
+        groups = group(compared)
+        common = dict(random_init=False, method="prefix")
+        return cls(task, metric, f"test {unit}", compared, budget,
+                   every_mlp=select(groups, **common, depth="all", reparam="mlp", init="random"),
+                   every_direct=select(groups, **common, depth="all", reparam="direct", init="random"),
+                   emb=select(groups, **common, depth="embedding", init="random"),
+                   rand=select(groups, **{**common, "random_init": True}, depth="all", reparam="mlp"),
+                   ft=[r for runs in groups.values() for r in runs
+                       if r["config"]["method"] == "finetune" and not r["config"]["random_init"]])
+
+    def f(self, runs: list[dict] | None) -> str:
+        return fmt(runs, self.metric)
+
+    def means(self, series: dict[int, list[dict]]) -> str:
+        return ", ".join(f"{n}: {stats(r, self.metric)[0]:.1f}" for n, r in series.items())
 
 
 def task_section(task: str, rows: list[dict], report: Path) -> tuple[list[str], dict]:
     """Plots for one task and its part of RESULTS.md; also returns the depth gap for the cross-task row."""
-    metric, label = PRIMARY[task]
-    # curves and findings compare runs of one model, training budget and data size: the most common ones
-    compared, budget = comparable(rows, task)
-    groups = group(compared)
-    common = dict(random_init=False, method="prefix")
-    every_mlp = select(groups, **common, depth="all", reparam="mlp", init="random")
-    every_direct = select(groups, **common, depth="all", reparam="direct", init="random")
-    emb = select(groups, **common, depth="embedding", init="random")
-    rand = select(groups, **{**common, "random_init": True}, depth="all", reparam="mlp")
-    ft = [r for runs in groups.values() for r in runs
-          if r["config"]["method"] == "finetune" and not r["config"]["random_init"]]
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    curve(ax, every_mlp, f"prefix, every layer (MLP){lr_note(every_mlp)}", metric)
-    if ft:
-        mean, sd, n = stats(ft, metric)
-        ax.axhspan(mean - sd, mean + sd, color="gray", alpha=0.2)
-        ax.axhline(mean, color="gray", ls="--", label=f"full fine-tuning (n={n}){lr_note({0: ft})}")
-    reference_lines(ax, task, "length")
-    ax.set(xscale="log", xlabel="prefix length (virtual tokens)", ylabel=label,
-           title=f"{task}: prefix length (mean ± sd over seeds, n per point)")
-    lengths_ticks(ax, every_mlp)
-    ax.legend(fontsize=7)
-    save(fig, figure_file(report, f"{task}-length"))
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    curve(ax, every_mlp, f"every layer (MLP){lr_note(every_mlp)}", metric)
-    curve(ax, emb, f"embedding only{lr_note(emb)}", metric)
-    reference_lines(ax, task, "depth")
-    ax.set(xscale="log", xlabel="prefix length (virtual tokens)", ylabel=label,
-           title=f"{task}: depth (mean ± sd over seeds, n per point)")
-    lengths_ticks(ax, {**every_mlp, **emb})
-    ax.legend(fontsize=7)
-    save(fig, figure_file(report, f"{task}-depth"))
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    labels, bars = [], []
-    for name, series in (("MLP", every_mlp), ("direct", every_direct), ("random-init model", rand)):
-        for n, runs in series.items():
-            if name != "MLP" or n in every_direct:
-                labels.append(f"{name}\nlen {n}{lr_note({0: runs}).replace(', ', chr(10))}")
-                bars.append(stats(runs, metric))
-    if ft:
-        labels.append(f"fine-tune{lr_note({0: ft}).replace(', ', chr(10))}")
-        bars.append(stats(ft, metric))
-    ax.bar(range(len(bars)), [b[0] for b in bars], yerr=[b[1] for b in bars], capsize=3)
-    for i, (mean, _, n) in enumerate(bars):
-        ax.annotate(f"n={n}", (i, mean), textcoords="offset points", xytext=(16, 2), ha="center", fontsize=7)
-    reference_lines(ax, task, "reparam")
-    ax.set_xticks(range(len(bars)), labels, fontsize=8)
-    ax.set(ylabel=label, title=f"{task}: reparameterization and baselines (mean ± sd over seeds)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    save(fig, figure_file(report, f"{task}-reparam"))
-
-    def f(runs):
-        return fmt(runs, metric)
-    L = 10 if 10 in every_mlp else (max(every_mlp) if every_mlp else None)
+    sw = Sweep.of(task, rows)
+    draw_length(sw, report)
+    draw_depth(sw, report)
+    draw_reparam(sw, report)
     first = rows[0]["metrics"]
     machines = sorted({r["metrics"]["machine"].get("gpu") or
                        f"{r['metrics']['machine']['cpus']}-core CPU ({r['metrics']['machine']['processor']}, "
                        f"{r['metrics']['machine'].get('threads', '?')} thread(s) per run)"
                        for r in rows})
     lines = [f"## {task}", "",
-             f"{len(rows)} runs; the comparisons use the {len(compared)} with model `{budget['model']}`, " +
-             ", ".join(f"{k}={json.dumps(budget[k])}" for k in ("max_train", "max_dev", "max_test", "epochs")) +
-             f" (all result groups are in the table below). Mean ± std of {label} over seeds (n = seeds). Machines: "
+             f"{len(rows)} runs; the comparisons use the {len(sw.compared)} with model `{sw.budget['model']}`, " +
+             ", ".join(f"{k}={json.dumps(sw.budget[k])}" for k in ("max_train", "max_dev", "max_test", "epochs")) +
+             f" (all result groups are in the table below). Mean ± std of {sw.label} over seeds (n = seeds). Machines: "
              f"{'; '.join(machines)}; torch {first['machine']['torch']}; commits: "
              f"{', '.join(sorted({r['metrics']['commit'] for r in rows}))}.", ""]
-    if task == "e2e":
-        lines += [
+    lines += findings_table(sw) + groups_table(sw, rows)
+    lines += [""] + [f"![{task} {n}]({figure_file(report, f'{task}-{n}').name})" for n in ("length", "depth", "reparam")]
+    lines += [""]
+    gap = {n: stats(sw.every_mlp[n], sw.metric)[0] - stats(sw.emb[n], sw.metric)[0] for n in sw.every_mlp if n in sw.emb}
+    return lines, gap
+
+
+def draw_length(sw: Sweep, report: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    curve(ax, sw.every_mlp, f"prefix, every layer (MLP){lr_note(sw.every_mlp)}", sw.metric)
+    if sw.ft:
+        mean, sd, n = stats(sw.ft, sw.metric)
+        ax.axhspan(mean - sd, mean + sd, color="gray", alpha=0.2)
+        ax.axhline(mean, color="gray", ls="--", label=f"full fine-tuning (n={n}){lr_note({0: sw.ft})}")
+    reference_lines(ax, sw.task, "length")
+    ax.set(xscale="log", xlabel="prefix length (virtual tokens)", ylabel=sw.label,
+           title=f"{sw.task}: prefix length (mean ± sd over seeds, n per point)")
+    lengths_ticks(ax, sw.every_mlp)
+    ax.legend(fontsize=7)
+    save(fig, figure_file(report, f"{sw.task}-length"))
+
+
+def draw_depth(sw: Sweep, report: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    curve(ax, sw.every_mlp, f"every layer (MLP){lr_note(sw.every_mlp)}", sw.metric)
+    curve(ax, sw.emb, f"embedding only{lr_note(sw.emb)}", sw.metric)
+    reference_lines(ax, sw.task, "depth")
+    ax.set(xscale="log", xlabel="prefix length (virtual tokens)", ylabel=sw.label,
+           title=f"{sw.task}: depth (mean ± sd over seeds, n per point)")
+    lengths_ticks(ax, {**sw.every_mlp, **sw.emb})
+    ax.legend(fontsize=7)
+    save(fig, figure_file(report, f"{sw.task}-depth"))
+
+
+def draw_reparam(sw: Sweep, report: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    labels, bars = [], []
+    for name, series in (("MLP", sw.every_mlp), ("direct", sw.every_direct), ("random-init model", sw.rand)):
+        for n, runs in series.items():
+            if name != "MLP" or n in sw.every_direct:
+                labels.append(f"{name}\nlen {n}{lr_note({0: runs}).replace(', ', chr(10))}")
+                bars.append(stats(runs, sw.metric))
+    if sw.ft:
+        labels.append(f"fine-tune{lr_note({0: sw.ft}).replace(', ', chr(10))}")
+        bars.append(stats(sw.ft, sw.metric))
+    ax.bar(range(len(bars)), [b[0] for b in bars], yerr=[b[1] for b in bars], capsize=3)
+    for i, (mean, _, n) in enumerate(bars):
+        ax.annotate(f"n={n}", (i, mean), textcoords="offset points", xytext=(16, 2), ha="center", fontsize=7)
+    reference_lines(ax, sw.task, "reparam")
+    ax.set_xticks(range(len(bars)), labels, fontsize=8)
+    ax.set(ylabel=sw.label, title=f"{sw.task}: reparameterization and baselines (mean ± sd over seeds)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    save(fig, figure_file(report, f"{sw.task}-reparam"))
+
+
+def findings_table(sw: Sweep) -> list[str]:
+    """The sweeps' findings beside the paper's (E2E) or beside what the literature expects (SST-2)."""
+    f, L = sw.f, 10 if 10 in sw.every_mlp else (max(sw.every_mlp) if sw.every_mlp else None)
+    if sw.task == "e2e":
+        return [
             "| finding (paper, GPT-2 medium) | paper | ours |", "|---|---|---|",
-            f"| prefix (every layer, MLP) vs full fine-tuning | 70.3 vs 68.8 | {f(every_mlp.get(L))} (len {L}) vs "
-            f"{f(ft)} |",
-            "| prefix length: rises then plateaus, peak ~10 for table-to-text | peak at 10 | " +
-            ", ".join(f"{n}: {stats(r, metric)[0]:.1f}" for n, r in every_mlp.items()) + " |",
-            "| embedding-only, 1 / 10 / 20 tokens, well below every layer | 48.1 / 62.2 / 61.9 | " +
-            " / ".join(f(emb.get(n)) for n in (1, 10, 20)) + " |",
-            f"| direct table vs MLP (paper: direct is unstable, no number) | n/a | {f(every_direct.get(L))} vs "
-            f"{f(every_mlp.get(L))} |",
-            f"| pretrained vs randomly initialized base model | n/a | {f(every_mlp.get(L))} vs {f(rand.get(L))} |"]
-    else:
-        # what the literature leads one to expect on an understanding task (qualitative: no paper ran this model)
-        lines += [
-            "| setting | expected (P-tuning v2, Liu et al. 2022; Lester et al. 2021) | ours |", "|---|---|---|",
-            f"| prefix, every layer (MLP), len {L} vs full fine-tuning | deep prompts about match fine-tuning "
-            f"| {f(every_mlp.get(L))} vs {f(ft)} |",
-            "| prefix length (every layer, MLP) | simple classification needs short prompts (< 20) | " +
-            ", ".join(f"{n}: {stats(r, metric)[0]:.1f}" for n, r in every_mlp.items()) + " |",
-            "| embedding-only, 1 / 10 / 20 tokens | well below every layer on models far under 10B parameters | " +
-            " / ".join(f(emb.get(n)) for n in (1, 10, 20)) + " |",
-            f"| direct table vs MLP | the MLP's effect depends on the task | {f(every_direct.get(L))} vs "
-            f"{f(every_mlp.get(L))} |",
-            f"| randomly initialized base model | n/a (a control: nothing pretrained to steer) | "
-            f"{f(rand.get(L))} |"]
-    cols = ("bleu", "nist", "meteor", "rouge_l", "cider") if metric == "bleu" else ("accuracy", "macro_f1",
-                                                                                    "dev_accuracy")
+            f"| prefix (every layer, MLP) vs full fine-tuning | {E2E['prefix']} vs {E2E['finetune']} | "
+            f"{f(sw.every_mlp.get(L))} (len {L}) vs {f(sw.ft)} |",
+            f"| prefix length: rises then plateaus, peak ~10 for table-to-text | peak at 10 | {sw.means(sw.every_mlp)} |",
+            "| embedding-only, 1 / 10 / 20 tokens, well below every layer | "
+            f"{' / '.join(str(EMBEDDING[n]) for n in (1, 10, 20))} | " +
+            " / ".join(f(sw.emb.get(n)) for n in (1, 10, 20)) + " |",
+            f"| direct table vs MLP (paper: direct is unstable, no number) | n/a | {f(sw.every_direct.get(L))} vs "
+            f"{f(sw.every_mlp.get(L))} |",
+            f"| pretrained vs randomly initialized base model | n/a | {f(sw.every_mlp.get(L))} vs {f(sw.rand.get(L))} |"]
+    # what the literature leads one to expect on an understanding task (qualitative: no paper ran this model)
+    return [
+        "| setting | expected (P-tuning v2, Liu et al. 2022; Lester et al. 2021) | ours |", "|---|---|---|",
+        f"| prefix, every layer (MLP), len {L} vs full fine-tuning | deep prompts about match fine-tuning "
+        f"| {f(sw.every_mlp.get(L))} vs {f(sw.ft)} |",
+        f"| prefix length (every layer, MLP) | simple classification needs short prompts (< 20) | {sw.means(sw.every_mlp)} |",
+        "| embedding-only, 1 / 10 / 20 tokens | well below every layer on models far under 10B parameters | " +
+        " / ".join(f(sw.emb.get(n)) for n in (1, 10, 20)) + " |",
+        f"| direct table vs MLP | the MLP's effect depends on the task | {f(sw.every_direct.get(L))} vs "
+        f"{f(sw.every_mlp.get(L))} |",
+        f"| randomly initialized base model | n/a (a control: nothing pretrained to steer) | {f(sw.rand.get(L))} |"]
+
+
+def groups_table(sw: Sweep, rows: list[dict]) -> list[str]:
+    """Every group of runs that differ only in the seed (compared or not), with each metric's mean and the compute."""
+    cols = ("bleu", "nist", "meteor", "rouge_l", "cider") if sw.metric == "bleu" else ("accuracy", "macro_f1",
+                                                                                       "dev_accuracy")
     seconds = sum(r["metrics"].get("train_seconds", 0) + r["metrics"].get("decode_seconds", 0) for r in rows)
     finished = sorted(r["metrics"]["finished"] for r in rows if r["metrics"].get("finished"))
     when = f", finished {finished[0][:16]} to {finished[-1][:16]} UTC" if finished else ""
-    lines += ["", f"Compute: {seconds / 3600:.1f} h of training and decoding, summed over runs{when}. Per group: the mean "
-              "over seeds of each metric and of the training seconds; lr is the runs' peak learning rate; kept params: "
-              "what a deployed run stores (a prefix's table after `materialize()`; recorded by runs since "
-              "2026-11-27, – for older ones).",
-              "", "| run group | n | lr | " + " | ".join(cols) + " | trainable params | kept params | train s |",
-              "|---|---|---|" + "---|" * len(cols) + "---|---|---|"]
+    lines = ["", f"Compute: {seconds / 3600:.1f} h of training and decoding, summed over runs{when}. Per group: the mean "
+             "over seeds of each metric and of the training seconds; lr is the runs' peak learning rate; kept params: "
+             "what a deployed run stores (a prefix's table after `materialize()`; recorded by runs since "
+             "2026-11-27, – for older ones).",
+             "", "| run group | n | lr | " + " | ".join(cols) + " | trainable params | kept params | train s |",
+             "|---|---|---|" + "---|" * len(cols) + "---|---|---|"]
     for runs in sorted(group(rows).values(), key=lambda runs: runs[0]["run"]):
         cells = [f"{stats(runs, m)[0]:.2f}" if stats(runs, m)[2] else "n/a" for m in cols]
-        other = {k: runs[0]["config"][k] for k, v in budget.items() if runs[0]["config"][k] != v}
+        other = {k: runs[0]["config"][k] for k, v in sw.budget.items() if runs[0]["config"][k] != v}
         name = runs[0]["run"].rsplit("-seed", 1)[0] + (f" (not compared: {json.dumps(other)})" if other else "")
         lines.append(f"| {name} | {len(runs)} | {runs[0]['config']['lr']:g} | " +
                      " | ".join(cells) + f" | {runs[0]['metrics']['trainable_params']:,} | "
                      f"{kept_params(runs[0]['metrics'])} | {stats(runs, 'train_seconds')[0]:.0f} |")
-    lines += [""] + [f"![{task} {n}]({figure_file(report, f'{task}-{n}').name})" for n in ("length", "depth", "reparam")]
-    lines += [""]
-    gap = {n: stats(every_mlp[n], metric)[0] - stats(emb[n], metric)[0] for n in every_mlp if n in emb}
-    return lines, gap
-
-
-# The paper's GPT-2-medium values where it has one for the plot (the floors are scale.FLOORS)
-PAPER_POINTS = {("e2e", "length"): [(10, 70.3, "paper, GPT-2 medium, len 10 (70.3)")],
-                ("e2e", "depth"): [(1, 48.1, "paper: embedding only 1 / 10 / 20"), (10, 62.2, None), (20, 61.9, None),
-                                   (10, 70.3, "paper: every layer, len 10")]}
+    return lines
 
 
 def reference_lines(ax, task: str, plot: str) -> None:
@@ -333,7 +367,3 @@ def main(argv=None) -> None:
         save(fig, figure_file(report, "depth-gap"))
     atomic_write(report, lambda t: Path(t).write_text("\n".join(lines) + "\n"))
     print(f"wrote {report} and its figures beside it")
-
-
-if __name__ == "__main__":
-    main()

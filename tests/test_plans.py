@@ -1,4 +1,4 @@
-"""The scale sweep: job planning, the deadline, and the learning-rate choice (on dev loss, never test)."""
+"""Plans of runs: job planning, the deadline, the learning-rate choice (on dev loss, never test) and the study report."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from experiments.scale import Clock, Job, collect, eval_name, params, plan_jobs, run_jobs
+from experiments.plans import Clock, Job, collect, eval_name, plan_jobs, run_jobs
+from experiments.reports.study import params
 
 PLAN = {
     "mixture": ["a=corpus/a:1"],
@@ -238,7 +239,7 @@ def test_later_seeds_can_run_only_at_the_lr_the_first_seed_chose_on_dev(tmp_path
 
 
 def test_the_report_adds_what_making_a_model_cost_to_its_task_training(tmp_path):
-    from experiments.scale import compute_table
+    from experiments.reports.study import compute_table
     result = {"models": [{"name": "none", "given": True, "tokens_seen": 9e9, "train_seconds": 9e5},
                          {"name": "shared", "given": False, "tokens_seen": 600_000, "train_seconds": 300.0}],
               "table": [{"size": "none", "task": "e2e", "method": "prefix", "train_tokens": 2_000_000,
@@ -252,7 +253,7 @@ def test_the_report_adds_what_making_a_model_cost_to_its_task_training(tmp_path)
 
 def test_arms_name_their_runs_and_get_their_own_lr_choice(tmp_path):
     """Evaluations with the same task and method but other settings ("arm") are run and reported apart."""
-    from experiments.scale import markdown
+    from experiments.reports.study import markdown
     evs = [{"task": "e2e", "method": "prefix", "arm": "len1", "lrs": [1e-3], "seeds": [0, 1], "args": {"prefix_len": 1}},
            {"task": "e2e", "method": "prefix", "arm": "len20", "lrs": [1e-3, 3e-3], "seeds": [0],
             "args": {"prefix_len": 20}}]
@@ -283,7 +284,7 @@ def test_the_shipped_plans_make_valid_runs(name, tmp_path):
     from pathlib import Path
 
     from experiments.config import parse_cli
-    from experiments.scale import load_plan
+    from experiments.plans import load_plan
     plan = load_plan(Path(__file__).parents[1] / "studies" / name)
     jobs = [j for j in plan_jobs(plan, tmp_path, py="python") if j.cmd[2] == "experiments.run"]
     assert jobs
@@ -292,7 +293,7 @@ def test_the_shipped_plans_make_valid_runs(name, tmp_path):
 
 
 def test_webnlg_reports_seen_and_unseen_categories(tmp_path):
-    from experiments.scale import markdown
+    from experiments.reports.study import markdown
     ev = {"task": "webnlg", "method": "prefix", "lrs": [1e-3], "seeds": [0]}
     plan = {"sizes": [{"name": "s", "checkpoint": "ckpt"}], "evals": [ev]}
     d = tmp_path / "results" / eval_name(plan["sizes"][0], ev, 1e-3, 0)
@@ -307,7 +308,7 @@ def test_webnlg_reports_seen_and_unseen_categories(tmp_path):
 def test_the_bar_chart_draws_each_arm_at_its_chosen_lr_with_its_seeds():
     import matplotlib
     matplotlib.use("Agg")
-    from experiments.scale import bars_figure
+    from experiments.reports.study import bars_figure
 
     def row(arm, lr, scores, tried):
         return {"size": "gutenberg", "task": "e2e", "method": "prefix", "arm": arm, "chosen_lr": lr, "lrs_tried": tried,

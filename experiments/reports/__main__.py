@@ -1,0 +1,3 @@
+from .sweeps import main
+
+main()
