@@ -30,8 +30,15 @@ test: $(VENV)/.test
 experiment: $(VENV)/.runtime
 	$(PY) -m experiments.run $(exp_args)
 
+# The ablation sweeps (the plan studies/ablation/plan.json) into results/ablation/ (OUT=...): TASK (default e2e),
+# SWEEPS, SEEDS, JOBS; MODEL, EPOCHS, MAX_TRAIN, MAX_TEST and DATA_DIR change every run.
+ablation_sets = $(if $(MODEL),"--set=model=$(MODEL)") $(if $(EPOCHS),--set=epochs=$(EPOCHS)) \
+	$(if $(MAX_TRAIN),--set=max_train=$(MAX_TRAIN)) $(if $(MAX_TEST),--set=max_test=$(MAX_TEST)) \
+	$(if $(DATA_DIR),"--set=data_dir=$(DATA_DIR)")
+
 ablation: $(VENV)/.runtime
-	$(PY) -m experiments.sweep experiments/configs/ablation.json $(exp_args) $(if $(SEEDS),--seeds=$(SEEDS)) $(if $(SWEEPS),--sweeps=$(SWEEPS)) $(if $(JOBS),--jobs=$(JOBS))
+	$(PY) -m experiments.plans run ablation "--out=$(or $(OUT),results/ablation)" --tasks=$(or $(TASK),e2e) \
+		$(if $(SWEEPS),--sweeps=$(SWEEPS)) $(if $(SEEDS),--seeds=$(SEEDS)) $(if $(JOBS),--jobs=$(JOBS)) $(ablation_sets) $(ARGS)
 
 plots: $(VENV)/.runtime
 	$(PY) -m experiments.reports $(if $(RESULTS),--results=$(RESULTS))

@@ -16,9 +16,9 @@ from pathlib import Path
 from prefix.config import INITS
 
 DEFAULTS = Path(__file__).parent / "configs" / "defaults.json"
-# the shipped runs, which studies/reference/RESULTS.md reports (relative to the project root, where commands
-# run); a user's runs go to results_dir (default results/) and are compared with these, never mixed with them
-REFERENCE = Path("studies/reference/results")
+# the shipped runs: every study's results/<run>/ (relative to the project root, where commands run); a user's
+# runs go to results_dir (default results/) and are compared with these, never mixed with them
+REFERENCE = Path("studies")
 TASKS = ("e2e", "webnlg", "sst2")
 METHODS = ("prefix", "finetune")
 CHOICES = {"task": TASKS, "method": METHODS, "position": ("prefix", "infix"),

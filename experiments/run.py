@@ -170,10 +170,10 @@ def where(m: dict) -> str:
 def compare_with_reference(cfg: ExperimentConfig, this, metrics: dict) -> None:
     """Print the run's scores, and beside them the shipped reference run with the same settings, model and
     data (studies/reference/results/), so that a user sees whether they reproduced it."""
-    ref = None if Path(cfg.results_dir).resolve() == REFERENCE.resolve() else reference_run(this)
+    ref = reference_run(this, skip=Path(cfg.results_dir) / cfg.run_name)
     if ref is None:
         print_table([(cfg.run_name, metrics)])
-        print(f"(no run in {REFERENCE}/ has these settings, model and data to compare with)")
+        print(f"(no shipped run in {REFERENCE}/ has these settings, model and data to compare with)")
         return
     folder, m = ref
     print_table([(f"this run ({metrics.get('commit', '?')})", metrics), (f"reference ({m.get('commit', '?')})", m)])

@@ -153,21 +153,23 @@ def remove_leftovers(folder: Path) -> None:
         f.unlink(missing_ok=True)
 
 
-def reference_run(this: RunId, reference: Path | None = None) -> tuple[Path, dict] | None:
-    """The shipped run (in `reference`, default REFERENCE) with this run's settings, model and data: (folder,
-    metrics), or None if there is none."""
+def reference_run(this: RunId, reference: Path | None = None, skip: Path | None = None) -> tuple[Path, dict] | None:
+    """The shipped run with this run's settings, model and data: (folder, metrics), or None if there is none.
+    Looked for in `reference` (default REFERENCE, the studies): its run folders and its studies'
+    (`<study>/results/<run>`), the folder `skip` (the run itself) aside."""
     reference = REFERENCE if reference is None else reference
-    if not reference.is_dir():
-        return None
-    for folder in sorted(reference.iterdir()):
-        config, metrics = folder / "config.json", folder / "metrics.json"
-        if not (config.is_file() and metrics.is_file()):
+    configs = sorted([*reference.glob("*/config.json"), *reference.glob("*/results/*/config.json")])
+    for config in configs:
+        folder, metrics = config.parent, config.parent / "metrics.json"
+        if not metrics.is_file() or (skip is not None and folder.resolve() == skip.resolve()):
             continue
         try:
+            settings = recorded_settings(json.loads(config.read_text()))
+            if any(settings.get(k) != v for k, v in this.settings.items() if k != "model"):
+                continue  # read the metrics (and the model's fingerprint in them) only for runs with these settings
             m = json.loads(metrics.read_text())
-            recorded = RunId(recorded_settings(json.loads(config.read_text())), m.get("inputs", {}))
         except (OSError, ValueError):
             continue  # a damaged reference file is no reference
-        if not this.differences(recorded):
+        if not this.differences(RunId(settings, m.get("inputs", {}))):
             return folder, m
     return None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,6 @@ from conftest import hf_model
 from experiments.config import parse_cli
 from experiments.provenance import git_commit
 from experiments.run import main as run
-from experiments.sweep import sweep_runs
 from minigpt import GPT
 
 
@@ -112,28 +112,50 @@ def test_missing_data_fails_clearly(tmp_path, gpt2_vocab_dir, monkeypatch):
         run(tiny(tmp_path, gpt2_vocab_dir))
 
 
-def test_sweeps_cover_the_ablations():
-    runs = sweep_runs(["length", "depth", "reparam", "baselines"], 10)
-    assert [r["prefix_len"] for r in runs if set(r) == {"prefix_len"}] == [1, 2, 5, 10, 20, 40]
-    assert {r["prefix_len"] for r in runs if r.get("depth") == "embedding"} == {1, 10, 20}
-    assert {"prefix_len": 10, "reparam": "direct", "lr": 0.1} in runs  # a free table needs a larger step
-    assert any(r.get("method") == "finetune" for r in runs) and {"prefix_len": 10, "random_init": True} in runs
-    assert len(runs) == len({json.dumps(r, sort_keys=True) for r in runs})  # no run twice
+def ablation_runs(**narrowing) -> list:
+    """(settings, run name) of each run of the ablation study's plan."""
+    from experiments.plans import load_plan, plan_jobs
+    from experiments.plans.spec import narrow
+    root = Path(__file__).resolve().parents[1] / "studies" / "ablation"
+    jobs = plan_jobs(narrow(load_plan(root), **narrowing), root)
+    return [(parse_cli(j.cmd[3:]), j.name) for j in jobs]
 
 
-def test_sweep_runs_settings_two_at_a_time(tmp_path, gpt2_vocab_dir, capfd):
-    from experiments.sweep import main as sweep
-    args = tiny(tmp_path, gpt2_vocab_dir)
-    sweep([*args, "--sweeps=reparam", "--seeds=0", "--jobs=2"])
-    names = [parse_cli([*args, *extra, "--seed=0"]).run_name for extra in ([], ["--reparam=direct"])]
+def test_the_ablation_plan_covers_the_sweeps_and_names_its_runs_as_the_shipped_ones():
+    from experiments.runid import RunId, recorded_settings
+    runs = ablation_runs(tasks=["e2e"], seeds=[0])
+    every = [c.prefix_len for c, _ in runs if c.method == "prefix" and c.depth == "all" and c.reparam == "mlp"
+             and not c.random_init]
+    assert every == [1, 2, 5, 10, 20, 40] and all(c.max_train == 5000 and c.epochs == 1 for c, _ in runs)
+    assert {(c.prefix_len, c.lr) for c, _ in runs if c.depth == "embedding"} == {(1, 0.3), (10, 0.3), (20, 0.3)}
+    assert [(c.prefix_len, c.lr) for c, _ in runs if c.reparam == "direct" and c.depth == "all"] == [(10, 0.1)]
+    assert [c.lr for c, _ in runs if c.method == "finetune"] == [1e-4]  # a prefix's lr would wreck the weights
+    assert [c.prefix_len for c, _ in runs if c.random_init] == [10]
+    assert len({name for _, name in runs}) == len(runs) == 12  # no run twice
+    shipped = Path(__file__).resolve().parents[1] / "studies" / "ablation" / "results"
+    for cfg, name in ablation_runs():  # every run of the plan is a shipped run with these very settings
+        recorded = recorded_settings(json.loads((shipped / name / "config.json").read_text()))
+        assert RunId(cfg.settings(), {}).differences(RunId(recorded, {})) == [], name
+
+
+def test_the_ablation_plan_runs_settings_two_at_a_time(tmp_path, gpt2_vocab_dir, capfd):
+    from experiments.plans.__main__ import main as plans
+    own = ("--results_dir", "--runs_dir")
+    sets = [f"--set={a[2:]}" for a in tiny(tmp_path, gpt2_vocab_dir) if not a.startswith(own)]
+    out = tmp_path / "ablation"
+    plans(["run", "ablation", f"--out={out}", "--tasks=e2e", "--sweeps=reparam", "--seeds=0", "--jobs=2", *sets])
+    names = sorted(p.name for p in (out / "results").iterdir() if p.is_dir())
+    assert len(names) == 2 and any("direct" in n for n in names)
     for name in names:  # each run in its own process, its output in its own file
-        assert json.loads((tmp_path / "results" / name / "metrics.json").read_text())["seed"] == 0
-        assert "trainable params" in (tmp_path / "runs" / f"{name}.out").read_text()
-    out = capfd.readouterr().out  # what is left, as runs end, and a summary
-    assert "[0/2 done] starting" in out and "[2/2 done] finished in" in out
-    assert "sweep: 2 runs in" in out and "2 trained, 0 already done, 0 failed" in out
-    sweep([*args, "--sweeps=reparam", "--seeds=0"])
-    assert "0 trained, 2 already done, 0 failed" in capfd.readouterr().out
+        assert json.loads((out / "results" / name / "metrics.json").read_text())["seed"] == 0
+        assert "trainable params" in (out / "logs" / f"{name}.log").read_text()
+    assert "max_train" in json.loads((out / "plan.json").read_text())["args"]  # the plan that ran, recorded
+    assert (out / "RESULTS.md").is_file()  # the sweeps' report of what ran
+    printed = capfd.readouterr().out
+    assert printed.count("started") == 2 and "2 done, 0 failed" in printed
+    plans(["run", "ablation", f"--out={out}", "--tasks=e2e", "--sweeps=reparam", "--seeds=0", *sets])
+    printed = capfd.readouterr().out
+    assert "started" not in printed and "2 done, 0 failed" in printed  # finished runs are not run again
 
 
 def test_a_run_is_printed_beside_the_shipped_reference_run_with_its_settings(tmp_path, gpt2_vocab_dir, capsys,
@@ -158,7 +180,13 @@ def test_a_run_is_printed_beside_the_shipped_reference_run_with_its_settings(tmp
     out = capsys.readouterr().out
     assert "this run (" in out and "reference (" in out and f"reference: {reference / 'shipped-run'}/" in out
     run(args + ["--lr=0.002", "--name=lr2", f"--results_dir={tmp_path / 'mine'}", f"--runs_dir={tmp_path / 'mine-state'}"])
-    assert "no run in" in capsys.readouterr().out
+    assert "no shipped run in" in capsys.readouterr().out
+    # the shipped runs are every study's results/<run>/, under any name; a run is never its own reference
+    studies = tmp_path / "studies"
+    shutil.copytree(tmp_path / "results" / cfg.run_name, studies / "a-study" / "results" / "plan-named-run")
+    found = reference_run(identify(cfg), studies)
+    assert found is not None and found[0] == studies / "a-study" / "results" / "plan-named-run"
+    assert reference_run(identify(cfg), studies, skip=studies / "a-study" / "results" / "plan-named-run") is None
 
 
 def test_the_recorded_commit_is_dirty_only_when_code_differs(tmp_path):

@@ -27,7 +27,7 @@ from experiments.data import DataError
 from experiments.reports.sweeps import main as plots
 from experiments.run import main as run
 from experiments.runid import RunId, recorded_settings
-from experiments.sweep import main as sweep
+from experiments.plans.__main__ import main as plans
 from experiments.tasks import draw, sst2_splits, task_splits
 from experiments.train import JsonLog, LMObjective, fit
 from minigpt.datadir import find_data
@@ -78,7 +78,7 @@ def test_a_checkpoint_moved_to_another_folder_is_the_same_model():
 
 def test_the_shipped_results_are_recognised_under_their_names():
     root = Path(__file__).parents[1] / "studies"  # the single runs (a plan's runs are named by the plan)
-    configs = sorted([*root.glob("reference/results/*/config.json"), *root.glob("lr-probe/results/*/config.json")])
+    configs = sorted(c for study in ("ablation", "reference", "lr-probe") for c in root.glob(f"{study}/results/*/config.json"))
     assert len(configs) > 70
     for f in configs:
         recorded = json.loads(f.read_text())
@@ -141,14 +141,29 @@ def test_bad_values_are_refused_in_one_line(arg, message):
     assert e.value.code == f"error: {message}"
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("--seeds=0,one", "--seeds must be comma-separated integers >= 0, got '0,one'"),
-    ("--jobs=0", "--jobs must be an integer >= 1, got '0'"),
+@pytest.mark.parametrize("args, message", [
+    (["--seeds=0,one"], "--seeds must be comma-separated integers >= 0, got '0,one'"),
+    (["--sweeps=reparam,size"], "no sweep 'size' in this plan; it has: baselines, depth, length, reparam"),
+    (["--tasks=dart"], "no task 'dart' in this plan; it has: e2e, sst2"),
+    (["--set=max_train=10"], "--set changes the runs' settings: give --out DIR, so that they do not mix with the "
+                             "study's runs"),
+    (["--set=max_train", "--out=elsewhere"], "--set takes KEY=VALUE, got 'max_train'"),
 ])
-def test_bad_sweep_options_are_refused_in_one_line(arg, message):
+def test_bad_plan_options_are_refused_in_one_line(args, message):
     with pytest.raises(SystemExit) as e:
-        sweep([arg, "--sweeps=reparam"])
-    assert e.value.code == f"error: {message}"
+        plans(["plan", "ablation", *args])
+    assert e.value.code == message
+
+
+def test_a_study_that_does_not_exist_is_named_with_the_ones_that_do(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        plans(["plan", "ablations"])
+    assert e.value.code.startswith("no study 'ablations': studies/ablations/plan.json does not exist; the studies "
+                                   "here: ablation, adaptation, findings")
+    for bad in ("--jobs=0", "--deadline=-5"):  # refused before anything runs
+        with pytest.raises(SystemExit, match="--jobs must be >= 1 and --deadline > 0"):
+            plans(["run", "ablation", bad, f"--out={tmp_path}"])
+    assert not (tmp_path / "results").exists()
 
 
 def test_depth_is_checked_against_the_model_before_it_loads(tmp_path, gpt2_vocab_dir, monkeypatch):

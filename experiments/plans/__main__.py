@@ -51,10 +51,10 @@ from ..reports.study import report
 from ..runid import pack_predictions
 from .jobs import Clock, plan_jobs, tokenize
 from .runner import run_jobs
-from .spec import eval_name, load_plan, plan_file
+from .spec import load_plan, narrow, plan_file, run_name
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["plan", "run", "report", "pack"],
                    help="plan: list the jobs and their estimated hours; run: run them; report: tables and plot; "
@@ -69,39 +69,85 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--start-late", action="store_true",
                    help="with --deadline: also start runs that cannot finish by it (the deadline stops them with "
                    "their training state saved, and the next run resumes them) instead of skipping them")
-    args = p.parse_args(argv)
-    end = None if args.deadline is None else time.time() + args.deadline
+    p.add_argument("--tasks", default=None, help="only these tasks' evaluations, e.g. sst2 or e2e,sst2")
+    p.add_argument("--sweeps", default=None, help="only the evaluations tagged with these sweeps, e.g. length,depth")
+    p.add_argument("--seeds", default=None, help="these seeds instead of the plan's, e.g. 0 or 0,1,2")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every run (e.g. max_train=500; repeatable); needs --out, so that runs with "
+                   "other settings never mix with the study's")
+    return p.parse_args(argv)
+
+
+def narrowed(args: argparse.Namespace) -> dict:
+    """The study's plan, with only the tasks, sweeps and seeds asked for and the settings given."""
     plan = load_plan(args.study)
-    out = Path(args.out) if args.out else plan_file(args.study).parent
+    settings = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+        settings[key.replace("-", "_")] = value
+    if settings and not args.out:
+        raise SystemExit("--set changes the runs' settings: give --out DIR, so that they do not mix with the study's runs")
+    seeds = None
+    if args.seeds is not None:
+        parts = args.seeds.split(",")
+        if not all(x.strip().isascii() and x.strip().isdigit() for x in parts):
+            raise SystemExit(f"--seeds must be comma-separated integers >= 0, got {args.seeds!r}")
+        seeds = [int(x) for x in parts]
+    words = {k: [x.strip() for x in v.split(",") if x.strip()] if v else None for k, v in
+             (("tasks", args.tasks), ("sweeps", args.sweeps))}
+    return narrow(plan, words["tasks"], words["sweeps"], seeds, settings)
+
+
+def show_plan(plan: dict, out: Path) -> None:
+    """The jobs not done yet, each with its expected minutes and where that estimate comes from."""
+    jobs = plan_jobs(plan, out)
+    by_name, clock = {j.name: j for j in jobs}, Clock(jobs)
+    # left out: finished jobs, and later seeds at an lr their first seed's finished runs did not choose
+    todo = [j for j in jobs if not j.done_file.exists() and not (
+        j.wanted is not None and all(by_name[d].done_file.exists() for d in j.needs) and not j.wanted())]
+    for j in todo:
+        seconds, source = clock.expect(j)
+        print(f"{seconds / 60:6.1f} min  {j.name}{'  (if its lr is chosen)' if j.wanted else ''}  ({source})")
+    lrs = {run_name(plan, size, ev, lr, seed, out): len(ev["lrs"]) for size in plan["sizes"] for ev in plan["evals"]
+           for lr in ev["lrs"] for seed in ev["seeds"]}
+    hours = sum(clock(j) / (lrs.get(j.name, 1) if j.wanted else 1) for j in todo) / 3600
+    print(f"{len(todo)} of {len(jobs)} jobs not done; {hours:.1f} h one job at a time, counting a later "
+          f"seed's run only at the lr its first seed chose")
+
+
+def write_report(plan: dict, out: Path) -> None:
+    """The study's report: the reference sweeps' (run groups and curves) or a study's (lr chosen on dev loss)."""
+    if plan.get("report") == "sweeps":
+        from ..reports.sweeps import write
+        write(out / "results", out / "RESULTS.md", title=plan.get("title"))
+    else:
+        report(plan, out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    end = None if args.deadline is None else time.time() + args.deadline
+    plan = narrowed(args)
+    home = plan_file(args.study).parent
+    out = Path(args.out) if args.out else home
     if args.action == "pack":
         print(f"packed {pack_predictions(out / 'results')} predictions.txt under {out / 'results'}")
         return
     if args.action == "plan":
-        jobs = plan_jobs(plan, out)
-        by_name, clock = {j.name: j for j in jobs}, Clock(jobs)
-        # left out: finished jobs, and later seeds at an lr their first seed's finished runs did not choose
-        todo = [j for j in jobs if not j.done_file.exists() and not (
-            j.wanted is not None and all(by_name[d].done_file.exists() for d in j.needs) and not j.wanted())]
-        for j in todo:
-            seconds, source = clock.expect(j)
-            print(f"{seconds / 60:6.1f} min  {j.name}{'  (if its lr is chosen)' if j.wanted else ''}  ({source})")
-        lrs = {eval_name(size, ev, lr, seed): len(ev["lrs"]) for size in plan["sizes"] for ev in plan["evals"]
-               for lr in ev["lrs"] for seed in ev["seeds"]}
-        hours = sum(clock(j) / (lrs.get(j.name, 1) if j.wanted else 1) for j in todo) / 3600
-        print(f"{len(todo)} of {len(jobs)} jobs not done; {hours:.1f} h one job at a time, counting a later "
-              f"seed's run only at the lr its first seed chose")
-        return
+        return show_plan(plan, out)
     if args.action == "run":
-        jobs = args.jobs or plan.get("jobs", 4)
+        jobs = args.jobs if args.jobs is not None else plan.get("jobs", 4)
         if jobs < 1 or (args.deadline is not None and not args.deadline > 0):
             raise SystemExit("--jobs must be >= 1 and --deadline > 0")
         out.mkdir(parents=True, exist_ok=True)
-        if out.resolve() != plan_file(args.study).parent.resolve():  # elsewhere: a record of the plan that ran
+        if out.resolve() != home.resolve():  # elsewhere: a record of the plan that ran
             atomic_write(out / "plan.json", lambda t: Path(t).write_text(json.dumps(plan, indent=2) + "\n"))
         if "mixture" in plan:
             tokenize(plan)  # once, here: the pretraining jobs then all read the same cache
         run_jobs(plan_jobs(plan, out), out, jobs, end, threads=args.threads, start_late=args.start_late)
-    report(plan, out)
+    write_report(plan, out)
 
 
 if __name__ == "__main__":

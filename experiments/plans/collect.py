@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..runid import read_predictions
 from ..tasks import PRIMARY
-from .spec import arm, eval_name, fmt_lr, model_dir
+from .spec import arm, fmt_lr, model_dir, run_name
 
 
 def e2e_slot_errors(folder: Path) -> float | None:
@@ -41,7 +41,7 @@ def collect(plan: dict, out: Path) -> dict:
             by_lr = {}
             for lr in ev["lrs"]:
                 for seed in ev["seeds"]:
-                    f = out / "results" / eval_name(size, ev, lr, seed) / "metrics.json"
+                    f = out / "results" / run_name(plan, size, ev, lr, seed, out) / "metrics.json"
                     if f.exists():
                         m = json.loads(f.read_text())
                         row = {"size": size["name"], "task": ev["task"], "method": ev["method"], "arm": arm(ev),

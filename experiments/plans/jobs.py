@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .spec import arm, eval_name, flag, model_dir, model_job
+from .spec import arm, eval_command, flag, model_dir, model_job, run_name
 
 
 @dataclass
@@ -73,16 +73,12 @@ def eval_jobs(plan: dict, out: Path, py: str) -> list[Job]:
         order.sort(key=lambda t: t[0] != t[2]["seeds"][0])  # every first seed before any further seed
     jobs = []
     for seed, size, ev, lr in order:
-        name = eval_name(size, ev, lr, seed)
+        name, cmd = eval_command(plan, size, ev, lr, seed, out, py)
         first = ev["seeds"][0]
         needs, wanted = model_job(size), None
         if seed != first and ev.get("later_seeds") == "chosen_lr":
-            needs = needs + [eval_name(size, ev, x, first) for x in ev["lrs"]]
-            wanted = chosen_by_first_seed(out, size, ev, lr)
-        cmd = [py, "-m", "experiments.run", f"--task={ev['task']}", f"--model={model_dir(out, size)}",
-               f"--method={ev['method']}", f"--lr={lr}", f"--seed={seed}", f"--results_dir={out / 'results'}",
-               f"--runs_dir={out / 'runs'}", f"--name={name}"]
-        cmd += [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in ev.get("args", {}).items()]
+            needs = needs + [run_name(plan, size, ev, x, first, out) for x in ev["lrs"]]
+            wanted = chosen_by_first_seed(plan, out, size, ev, lr)
         estimate = ev.get("seconds", 120) * size.get("eval_cost", 1.0)
         jobs.append(Job(name, cmd, out / "results" / name / "metrics.json", estimate, needs=needs,
                         later=seed != first and plan.get("seeds_first", True), wanted=wanted,
@@ -135,12 +131,12 @@ class Clock:
         return self.expect(j)[1]
 
 
-def chosen_by_first_seed(out: Path, size: dict, ev: dict, lr: float) -> Callable[[], bool]:
+def chosen_by_first_seed(plan: dict, out: Path, size: dict, ev: dict, lr: float) -> Callable[[], bool]:
     """Whether `lr` has the lowest best dev loss among the first seed's runs (read when they are done)."""
     def wanted() -> bool:
         dev = {}
         for x in ev["lrs"]:
-            m = json.loads((out / "results" / eval_name(size, ev, x, ev["seeds"][0]) / "metrics.json").read_text())
+            m = json.loads((out / "results" / run_name(plan, size, ev, x, ev["seeds"][0], out) / "metrics.json").read_text())
             if m.get("best_dev_loss") is not None and math.isfinite(m["best_dev_loss"]):
                 dev[x] = m["best_dev_loss"]
         return bool(dev) and min(dev, key=dev.get) == lr

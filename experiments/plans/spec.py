@@ -75,3 +75,46 @@ def arm(ev: dict) -> str:
 
 def eval_name(size: dict, ev: dict, lr: float, seed: int) -> str:
     return f"{size['name']}-{ev['task']}-{arm(ev)}-lr{fmt_lr(lr)}-seed{seed}"
+
+
+def eval_args(plan: dict, ev: dict) -> dict:
+    """The settings an evaluation's runs get beyond task, model, method, lr and seed: the plan's `args`, then
+    the evaluation's own (which win)."""
+    return {**plan.get("args", {}), **ev.get("args", {})}
+
+
+def eval_command(plan: dict, size: dict, ev: dict, lr: float, seed: int, out: Path, py: str) -> tuple[str, list[str]]:
+    """(run name, command) of one run of an evaluation. A plan with `"run_names": "settings"` lets
+    experiments.run name its runs from their settings (as `make experiment` does); others name them by
+    model, task, arm, lr and seed (`eval_name`)."""
+    cmd = [py, "-m", "experiments.run", f"--task={ev['task']}", f"--model={model_dir(out, size)}",
+           f"--method={ev['method']}", f"--lr={lr}", f"--seed={seed}", f"--results_dir={out / 'results'}",
+           f"--runs_dir={out / 'runs'}"]
+    cmd += [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in eval_args(plan, ev).items()]
+    if plan.get("run_names") == "settings":
+        from ..config import parse_cli
+        return parse_cli(cmd[3:]).run_name, cmd
+    name = eval_name(size, ev, lr, seed)
+    return name, cmd + [f"--name={name}"]
+
+
+def run_name(plan: dict, size: dict, ev: dict, lr: float, seed: int, out: Path) -> str:
+    """The results folder name of one run of an evaluation (see `eval_command`)."""
+    return eval_command(plan, size, ev, lr, seed, out, "python")[0]
+
+
+def narrow(plan: dict, tasks: list[str] | None = None, sweeps: list[str] | None = None,
+           seeds: list[int] | None = None, settings: dict | None = None) -> dict:
+    """A copy of the plan with only the evaluations of `tasks` and of `sweeps` (their "sweeps" tags), only
+    `seeds`, and `settings` added to every run's (a smaller max_train for a quick pass, another model)."""
+    evals = plan["evals"]
+    for what, wanted, of in (("task", tasks, lambda e: [e["task"]]), ("sweep", sweeps, lambda e: e.get("sweeps", []))):
+        if wanted:
+            known = sorted({x for e in evals for x in of(e)})
+            unknown = [x for x in wanted if x not in known]
+            if unknown:
+                raise SystemExit(f"no {what} {', '.join(map(repr, unknown))} in this plan; it has: {', '.join(known) or 'none'}")
+            evals = [e for e in evals if set(of(e)) & set(wanted)]
+    if seeds:
+        evals = [{**e, "seeds": list(seeds)} for e in evals]
+    return {**plan, "evals": evals, "args": {**plan.get("args", {}), **(settings or {})}}
