@@ -15,13 +15,14 @@ from pathlib import Path
 
 from prefix.config import INITS
 
+from . import methods
+
 DEFAULTS = Path(__file__).parent / "configs" / "defaults.json"
 # the shipped runs: every study's results/<run>/ (relative to the project root, where commands run); a user's
 # runs go to results_dir (default results/) and are compared with these, never mixed with them
 REFERENCE = Path("studies")
 TASKS = ("e2e", "webnlg", "sst2")
-METHODS = ("prefix", "finetune")
-CHOICES = {"task": TASKS, "method": METHODS, "position": ("prefix", "infix"),
+CHOICES = {"task": TASKS, "position": ("prefix", "infix"),
            "reparam": ("mlp", "direct"), "head": ("verbalizer", "linear"),
            "init": INITS, "base_dtype": ("auto", "float32", "bfloat16"), "train_sample": ("first", "seeded")}
 # the smallest allowed value of each number; lr and prefix_dropout have ranges of their own (`in_range`)
@@ -97,25 +98,23 @@ class ExperimentConfig:
 
     def check_combination(self) -> None:
         """Refuse settings that are each valid but do not go together."""
-        if self.base_dtype == "bfloat16" and (self.method == "finetune" or not self.bf16):
+        method = methods.method_for(self)
+        if self.base_dtype == "bfloat16" and (not method.frozen_base or not self.bf16):
             raise ConfigError("base_dtype=bfloat16 needs a frozen base (method=prefix) and bf16=true: weights that "
                               "train keep fp32 master copies; use base_dtype=auto or float32")
-        if self.method == "prefix" and self.position == "infix" and (
-                self.depth != "all" or self.task == "sst2" or self.init != "random" or self.prefix_dropout):
-            raise ConfigError("position=infix (trainable activations between the table and the text) is built for "
-                              "table-to-text (e2e, webnlg) with depth=all, init=random and no prefix_dropout")
+        reason = method.check(self)
+        if reason:
+            raise ConfigError(reason)
         if self.train_sample == "seeded" and self.max_train is None:
             raise ConfigError("train_sample=seeded draws max_train pairs from the training set: set max_train "
                               "(e.g. --max_train=100), or use train_sample=first for the whole set")
-        if self.method == "prefix" and self.init == "text" and not self.init_text:
-            raise ConfigError('init=text needs init_text, e.g. --init_text="table-to-text:"')
 
     @property
     def model_dtype(self) -> str:
         """The dtype the base model is held in for this run ("auto" resolved)."""
         if self.base_dtype != "auto":
             return self.base_dtype
-        return "bfloat16" if self.bf16 and self.method == "prefix" else "float32"
+        return "bfloat16" if self.bf16 and methods.method_for(self).frozen_base else "float32"
 
     @property
     def train_seed(self) -> int | None:
@@ -127,13 +126,7 @@ class ExperimentConfig:
         """A readable name from the settings that define the run (or `name` if set)."""
         if self.name:
             return self.name
-        if self.method == "finetune":
-            core = "finetune"
-        else:
-            depth = self.depth if isinstance(self.depth, str) else "layers" + "-".join(map(str, self.depth))
-            core = f"{self.position}-len{self.prefix_len}-{depth}-{self.reparam}"
-            if self.init != "random":
-                core += f"-init{self.init}"
+        core = methods.method_for(self).name_core(self)
         if self.task == "sst2":
             core += f"-{self.head}"
         model = Path(self.model).name + ("-randinit" if self.random_init else "")
@@ -222,10 +215,16 @@ def parse_depth(value):
     return INVALID
 
 
+def choices(name: str) -> tuple:
+    """The values a setting with a fixed set of them takes; methods are those registered
+    (experiments/methods/: prefix, finetune, and any added since)."""
+    return methods.settings_values() if name == "method" else CHOICES[name]
+
+
 def in_range(name: str, value) -> bool:
     """Whether a value of the right type is one the setting allows."""
-    if name in CHOICES:
-        return value in CHOICES[name]
+    if name in CHOICES or name == "method":
+        return value in choices(name)
     if name in AT_LEAST:
         return value >= AT_LEAST[name]
     if name == "lr":
@@ -241,8 +240,8 @@ def in_range(name: str, value) -> bool:
 
 def allowed(name: str, kind: type, optional: bool) -> str:
     """What a setting accepts, in words, e.g. 'an integer >= 1 or null (all)'."""
-    if name in CHOICES:
-        return "one of " + ", ".join(CHOICES[name])
+    if name in CHOICES or name == "method":
+        return "one of " + ", ".join(choices(name))
     if name == "depth":
         return "all, embedding or a list of distinct layer indices like [0,4,7]"
     if name == "device":

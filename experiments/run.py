@@ -24,10 +24,8 @@ import torch
 from minigpt import EOT, GPT, load_tokenizer
 from minigpt import fast
 from minigpt.fast.allocator import keep_freed_memory
-from minigpt.runtime import autocast, rank_and_world
+from minigpt.runtime import rank_and_world
 from minigpt.io import CheckpointError, atomic_write
-from prefix import PrefixConfig, PrefixTuner
-from prefix.infix import InfixTuner
 
 from .config import REFERENCE, ExperimentConfig, parse_cli
 from .classify import LABEL_WORDS, ClassificationObjective, Classifier, accuracy_f1, encode_example
@@ -38,7 +36,8 @@ from .provenance import commit, machine
 from .runid import claim_run_dir, finished_metrics, identify, reference_run, remove_leftovers
 from .slots import corpus_slot_errors
 from .tasks import sst2_splits, task_splits
-from .train import InfixObjective, JsonLog, LMObjective, TrainingDiverged, fit
+from .methods import method_for
+from .train import JsonLog, LMObjective, TrainingDiverged, fit
 
 
 class Trained(NamedTuple):
@@ -69,17 +68,9 @@ def load_base(cfg: ExperimentConfig) -> GPT:
 
 
 def build_net(cfg: ExperimentConfig, base: GPT, enc):
-    """What gets trained: a PrefixTuner around the frozen base, or the base itself (fine-tuning)."""
-    if cfg.method == "finetune":
-        return base.requires_grad_(True)
-    if cfg.position == "infix":
-        return InfixTuner(base, cfg.prefix_len, prefix_projection=cfg.reparam == "mlp",
-                          encoder_hidden_size=cfg.encoder_hidden_size)
-    pcfg = PrefixConfig(num_virtual_tokens=cfg.prefix_len, prefix_projection=cfg.reparam == "mlp",
-                        encoder_hidden_size=cfg.encoder_hidden_size, depth=cfg.depth, init=cfg.init,
-                        init_text=cfg.init_text if cfg.init == "text" else None,
-                        prefix_dropout=cfg.prefix_dropout)
-    return PrefixTuner(base, pcfg, tokenizer=enc)
+    """What gets trained, as the run's method builds it (experiments/methods/): a PrefixTuner around the frozen
+    base, the base itself (fine-tuning), ..."""
+    return method_for(cfg).build(cfg, base, enc)
 
 
 def checkpoint_layers(model: str) -> int | None:
@@ -99,7 +90,7 @@ def check_depth(cfg: ExperimentConfig, n_layer: int | None) -> None:
 
 def check_lengths(cfg: ExperimentConfig, base: GPT, train_lengths: list[int], test_lengths: list[int]) -> None:
     """Refuse settings whose sequences would not fit the context once the prefix is added."""
-    P = cfg.prefix_len if cfg.method == "prefix" else 0
+    P = method_for(cfg).positions(cfg)
     ctx = base.config.n_positions
     for what, n in (("training example", max(train_lengths)), ("test input (+ max_new_tokens)", max(test_lengths))):
         if P + n > ctx:
@@ -138,15 +129,8 @@ def run(cfg: ExperimentConfig) -> dict:
     if job is None:  # under torchrun, process 0 evaluates and writes the results
         return {}
     trainable, total = param_counts(job.net, base)
-    kept = trainable  # what a deployed run stores: for a prefix, the table its MLP computes (materialize)
-    prefix_net = job.net.net if isinstance(job.net, Classifier) else job.net
-    if cfg.method == "prefix":
-        kept -= sum(p.numel() for p in prefix_net.encoder.parameters())
-        # under the autocast the run scored with, so that the saved table reproduces its predictions exactly
-        with autocast(next(prefix_net.parameters()).device, job.scored_bf16)():
-            prefix_net.materialize()
-        prefix_net.save(run_dir / cfg.position, base_model_name_or_path=cfg.model)
-        kept += sum(p.numel() for p in prefix_net.encoder.parameters())
+    # what a deployed run stores (a prefix: the table its MLP computes), saved in run_dir by the method
+    kept = method_for(cfg).keep(job.net, cfg, run_dir, job.scored_bf16)
     metrics = {**job.scores, "trainable_params": trainable, "kept_params": kept, "total_params": total,
                **job.summary, "split": "test", "n_test": job.n_test, "n_train": job.n_train, "seed": cfg.seed,
                "commit": commit(), "machine": machine(), "inputs": this.inputs,
@@ -223,7 +207,8 @@ def generation(cfg, base, enc, run_dir, log):
                   [len(s) + cfg.max_new_tokens for s in test_sources])
     net = build_net(cfg, base, enc)
     announce(cfg, net, base, len(train_pairs), len(test), sizes)
-    objective = InfixObjective(net, EOT) if isinstance(net, InfixTuner) else LMObjective(base, EOT)
+    method = method_for(cfg)
+    objective = method.objective(net, base) if method.objective else LMObjective(base, EOT)
     summary = fit(net, objective, train_pairs, dev_pairs, cfg, run_dir, log=log)
     if rank_and_world()[0] != 0:
         return None

@@ -10,11 +10,11 @@ from minigpt.io import atomic_write
 from ..paper import E2E, FLOORS, MEDIUM_NON_EMBEDDING, WEBNLG, draw_floors
 from ..plans.collect import at_edge, collect, model_summary
 from ..plans.spec import arm, eval_name, fmt_lr, model_dir
+from ..methods import label
 from ..provenance import machine_name
 from ..tasks import PRIMARY
 
 
-ARM_LABELS = {"prefix": "prefix (length 10, MLP)", "finetune": "full fine-tuning"}
 
 
 def sd(row: dict) -> str:
@@ -150,15 +150,15 @@ def plot(result: dict, path: Path) -> None:
     for col, task in enumerate(tasks):
         ax, gap_ax = axes[0][col], axes[1][col]
         means = {}
-        for method, style in (("prefix", "o-"), ("finetune", "s--")):
+        found = list(dict.fromkeys(r["method"] for r in result["table"] if r["task"] == task))
+        for method, style in zip(found, ("o-", "s--", "^-.", "D:", "v-", "x--")):  # every method found
             rows = sorted((r for r in result["table"] if r["task"] == task and r["method"] == method
                            and r["non_embedding_params"]), key=lambda r: r["non_embedding_params"])
             if rows:
                 lrs = ", ".join(f"{r['chosen_lr']:g}" for r in rows)
                 ax.errorbar([r["non_embedding_params"] for r in rows], [r["mean"] for r in rows],
                             yerr=[r["sd"] or 0.0 for r in rows], fmt=style, capsize=3,
-                            label=f"{'prefix (length 10, MLP)' if method == 'prefix' else 'full fine-tuning'}"
-                                  f"; lr by size: {lrs}")
+                            label=f"{label(method)}; lr by size: {lrs}")
                 means[method] = {r["non_embedding_params"]: r["mean"] for r in rows}
                 for r in rows:
                     ax.annotate(f"n={r['n']}", (r["non_embedding_params"], r["mean"]), textcoords="offset points",
@@ -217,13 +217,13 @@ def bars_figure(result: dict):
                 note += f", seen {fmt_or_dash(r.get('bleu_seen'))}, unseen {r['bleu_unseen']:.1f}"
             ax.annotate(note, (max(r["scores"] + [r["mean"] + (r["sd"] or 0.0)]), y), textcoords="offset points",
                         xytext=(4, 0), va="center", fontsize=7)
-        labels = [(f"{r['size']}: " if len(models) > 1 else "") + ARM_LABELS.get(arm(r), arm(r)) +
+        labels = [(f"{r['size']}: " if len(models) > 1 else "") + label(arm(r)) +
                   f"\n(lr {fmt_lr(r['chosen_lr'])}{', edge' if at_edge(r) else ''}; n={r['n']})" for r in rows]
         ax.set_yticks(range(len(rows)), labels, fontsize=7)
         ax.invert_yaxis()  # the plan's order, top to bottom
-        for x, label in FLOORS.get(task, []):
+        for x, text in FLOORS.get(task, []):
             ax.axvline(x, ls=":", c="gray")
-            ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, ha="right", va="top",
+            ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, ha="right", va="top",
                         fontsize=7, color="gray")
         top = max(max(r["scores"] + [r["mean"] + (r["sd"] or 0.0)]) for r in rows)
         ax.set_xlim(0, max(top * 1.3, max((x for x, _ in FLOORS.get(task, [])), default=0) * 1.05))
