@@ -25,22 +25,20 @@ from pathlib import Path
 
 from minigpt.io import atomic_write
 
-from .config import TASKS
-from .data import load_e2e, load_sst2, load_webnlg
+from . import tasks
 from .provenance import cpu_description
 
 
 def task_texts(task: str, data_dir: str | None = None) -> list[str]:
-    """The target-side texts of a task's training split, in file order."""
-    if task == "e2e":
-        return [text for _, text in load_e2e("train", data_dir)]
-    if task == "webnlg":
-        return [ref for e in load_webnlg("train", data_dir) for ref in e.references]
-    if task == "sst2":
-        return [sentence for _, sentence in load_sst2("train", data_dir)]
-    if task == "dart":
-        raise SystemExit("DART's training split is not available offline; adapt on e2e, webnlg or sst2")
-    raise SystemExit(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    """The target-side texts of a task's training split, in file order (the task's `texts`)."""
+    found = tasks.get(task)
+    if found.texts is None:
+        raise SystemExit(f"task {task!r} has no unlabeled text to adapt on; adapt on {', '.join(adaptable())}")
+    return found.texts(data_dir)
+
+
+def adaptable() -> list[str]:
+    return [name for name, task in tasks.load().items() if task.texts is not None]
 
 
 def export_texts(task: str, folder: Path, data_dir: str | None = None) -> Path:
@@ -55,7 +53,7 @@ def export_texts(task: str, folder: Path, data_dir: str | None = None) -> Path:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", required=True, help="comma-separated: " + ", ".join(TASKS))
+    p.add_argument("--tasks", required=True, help="comma-separated: " + ", ".join(adaptable()))
     p.add_argument("--model", default="checkpoints/minigpt-gutenberg", help="the base model to adapt")
     p.add_argument("--tokens", type=int, default=600_000, help="adaptation budget in training tokens")
     p.add_argument("--out", default=None, help="output folder (default: checkpoints/<base>-<tasks>-<tokens>)")

@@ -15,14 +15,13 @@ from pathlib import Path
 
 from prefix.config import INITS
 
-from . import methods
+from . import methods, tasks
 
 DEFAULTS = Path(__file__).parent / "configs" / "defaults.json"
 # the shipped runs: every study's results/<run>/ (relative to the project root, where commands run); a user's
 # runs go to results_dir (default results/) and are compared with these, never mixed with them
 REFERENCE = Path("studies")
-TASKS = ("e2e", "webnlg", "sst2")
-CHOICES = {"task": TASKS, "position": ("prefix", "infix"),
+CHOICES = {"position": ("prefix", "infix"),
            "reparam": ("mlp", "direct"), "head": ("verbalizer", "linear"),
            "init": INITS, "base_dtype": ("auto", "float32", "bfloat16"), "train_sample": ("first", "seeded")}
 # the smallest allowed value of each number; lr and prefix_dropout have ranges of their own (`in_range`)
@@ -127,7 +126,7 @@ class ExperimentConfig:
         if self.name:
             return self.name
         core = methods.method_for(self).name_core(self)
-        if self.task == "sst2":
+        if tasks.get(self.task).kind == "classification":
             core += f"-{self.head}"
         model = Path(self.model).name + ("-randinit" if self.random_init else "")
         extra = f"-n{self.max_train}" if self.max_train else ""
@@ -216,14 +215,16 @@ def parse_depth(value):
 
 
 def choices(name: str) -> tuple:
-    """The values a setting with a fixed set of them takes; methods are those registered
-    (experiments/methods/: prefix, finetune, and any added since)."""
+    """The values a setting with a fixed set of them takes; methods and tasks are those registered
+    (experiments/methods/: prefix, finetune, ...; experiments/tasks/: e2e, webnlg, sst2, ...)."""
+    if name == "task":
+        return tasks.names()
     return methods.settings_values() if name == "method" else CHOICES[name]
 
 
 def in_range(name: str, value) -> bool:
     """Whether a value of the right type is one the setting allows."""
-    if name in CHOICES or name == "method":
+    if name in CHOICES or name in ("method", "task"):
         return value in choices(name)
     if name in AT_LEAST:
         return value >= AT_LEAST[name]
@@ -240,7 +241,7 @@ def in_range(name: str, value) -> bool:
 
 def allowed(name: str, kind: type, optional: bool) -> str:
     """What a setting accepts, in words, e.g. 'an integer >= 1 or null (all)'."""
-    if name in CHOICES or name == "method":
+    if name in CHOICES or name in ("method", "task"):
         return "one of " + ", ".join(choices(name))
     if name == "depth":
         return "all, embedding or a list of distinct layer indices like [0,4,7]"

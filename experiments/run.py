@@ -34,8 +34,8 @@ from .decode import decode
 from .metrics import corpus_metrics
 from .provenance import commit, machine
 from .runid import claim_run_dir, finished_metrics, identify, reference_run, remove_leftovers
-from .slots import corpus_slot_errors
-from .tasks import sst2_splits, task_splits
+from . import tasks
+from .tasks import task_splits
 from .methods import method_for
 from .train import JsonLog, LMObjective, TrainingDiverged, fit
 
@@ -121,7 +121,8 @@ def run(cfg: ExperimentConfig) -> dict:
     base = load_base(cfg)
     log = JsonLog(run_dir / "log.jsonl", master)
     try:
-        job = (classification if cfg.task == "sst2" else generation)(cfg, base, enc, run_dir, log)
+        kind = tasks.get(cfg.task).kind
+        job = (classification if kind == "classification" else generation)(cfg, base, enc, run_dir, log)
     except (FileNotFoundError, DataError, TrainingDiverged) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
@@ -217,8 +218,9 @@ def generation(cfg, base, enc, run_dir, log):
                          batch_size=cfg.decode_batch_size, bf16=cfg.bf16, desc=f"decoding {cfg.task} test")
     summary["decode_seconds"] = round(time.perf_counter() - t0, 1)
     scores = corpus_metrics(predictions, [refs for _, refs in test])
-    if cfg.task == "e2e":  # table values left out or added (experiments/slots.py)
-        scores.update(corpus_slot_errors(predictions, [table for table, _ in test], cfg.data_dir))
+    task = tasks.get(cfg.task)
+    if task.score:  # e.g. E2E's table values left out or added (experiments/slots.py)
+        scores.update(task.score(predictions, test, cfg.data_dir))
     for name, idx in subsets.items():  # e.g. WebNLG seen / unseen categories
         if idx:
             sub = corpus_metrics([predictions[i] for i in idx], [test[i][1] for i in idx])
@@ -228,8 +230,10 @@ def generation(cfg, base, enc, run_dir, log):
 
 def classification(cfg, base, enc, run_dir, log):
     """SST-2: train the prefix (and a linear head, if chosen) on the template, score dev and test."""
-    splits, sizes = sst2_splits(cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test, cfg.train_seed)
-    items = {s: [(encode_example(enc, text), label) for label, text in rows] for s, rows in splits.items()}
+    s = task_splits(cfg.task, cfg.data_dir, cfg.max_train, cfg.max_dev, cfg.max_test, cfg.train_seed)
+    sizes = s.sizes
+    items = {name: [(encode_example(enc, text), label) for label, text in rows]
+             for name, rows in (("train", s.train), ("dev", s.dev), ("test", s.test))}
     check_lengths(cfg, base, [len(ids) for ids, _ in items["train"]],
                   [len(ids) for split in ("dev", "test") for ids, _ in items[split]])
     net = Classifier(build_net(cfg, base, enc), base.lm_head, cfg.head, enc, base.config.n_embd)

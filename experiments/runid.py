@@ -18,8 +18,8 @@ from minigpt.io import atomic_write
 from minigpt.weights import WEIGHT_FILES
 
 from .config import BOOKKEEPING, REFERENCE, ConfigError, ExperimentConfig, default_values, read_json
-from .data import REMOTES, dataset_dir, listing_sha256
-from .tasks import DATASETS
+from . import tasks
+from .data import dataset_dir, listing_sha256
 
 RECORD = "run.json"
 PREDICTIONS = "predictions.txt"  # a run writes it; committed results keep it gzipped (`pack_predictions`)
@@ -77,9 +77,9 @@ class RunId:
 
 def identify(cfg: ExperimentConfig) -> RunId:
     """This run's identity; FileNotFoundError when its data cannot be found."""
-    data = dataset_dir(DATASETS[cfg.task], cfg.data_dir)
-    return RunId(cfg.settings(), {"model": model_sha256(cfg.model),
-                                  "data": listing_sha256(data, REMOTES[DATASETS[cfg.task]].files)})
+    task = tasks.get(cfg.task)
+    data = dataset_dir(task.dataset, cfg.data_dir)
+    return RunId(cfg.settings(), {"model": model_sha256(cfg.model), "data": listing_sha256(data, task.files)})
 
 
 def model_sha256(model: str) -> str | None:

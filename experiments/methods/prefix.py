@@ -56,7 +56,8 @@ def check(cfg) -> str | None:
 
 
 def check_infix(cfg) -> str | None:
-    if cfg.depth != "all" or cfg.task == "sst2" or cfg.init != "random" or cfg.prefix_dropout:
+    from .. import tasks
+    if cfg.depth != "all" or tasks.get(cfg.task).kind != "generation" or cfg.init != "random" or cfg.prefix_dropout:
         return ("position=infix (trainable activations between the table and the text) is built for "
                 "table-to-text (e2e, webnlg) with depth=all, init=random and no prefix_dropout")
     return check(cfg)

@@ -6,20 +6,8 @@ import math
 import statistics
 from pathlib import Path
 
-from ..runid import read_predictions
-from ..tasks import PRIMARY
+from .. import tasks
 from .spec import arm, fmt_lr, model_dir, run_name
-
-
-def e2e_slot_errors(folder: Path) -> float | None:
-    """Slot error rate (%) of the E2E test predictions in a run's results folder (experiments/slots.py), or
-    None without them (or with fewer than the whole test set)."""
-    outputs = read_predictions(folder)
-    if outputs is None:
-        return None
-    from ..slots import corpus_slot_errors, e2e_test
-    tables = e2e_test()[0]
-    return corpus_slot_errors(outputs, tables)["slot_error_rate"] if len(outputs) == len(tables) else None
 
 
 def mean_of(values: list) -> float | None:
@@ -38,51 +26,59 @@ def collect(plan: dict, out: Path) -> dict:
         for ev in plan["evals"]:
             if ev.get("only") and size["name"] not in ev["only"]:
                 continue
-            by_lr = {}
-            for lr in ev["lrs"]:
-                for seed in ev["seeds"]:
-                    f = out / "results" / run_name(plan, size, ev, lr, seed, out) / "metrics.json"
-                    if f.exists():
-                        m = json.loads(f.read_text())
-                        row = {"size": size["name"], "task": ev["task"], "method": ev["method"], "arm": arm(ev),
-                               "lr": lr,
-                               "seed": seed, "best_dev_loss": m.get("best_dev_loss"),
-                               "score": m.get(PRIMARY[ev["task"]][0]), "metrics": m}
-                        if ev["task"] == "e2e":  # slot errors, from the run's predictions
-                            row["slot_error_rate"] = e2e_slot_errors(f.parent)
-                        runs.append(row)
-                        by_lr.setdefault(lr, []).append(row)
-            finite = {lr: rows for lr, rows in by_lr.items()
-                      if all(r["best_dev_loss"] is not None and math.isfinite(r["best_dev_loss"]) for r in rows)}
-            if not finite:
-                continue
-            # compare learning rates on the seeds they all have, so that no lr wins by a luckier seed
-            common = set.intersection(*({r["seed"] for r in rows} for rows in finite.values()))
-            lr = min(finite, key=lambda k: statistics.mean(r["best_dev_loss"] for r in finite[k]
-                                                           if not common or r["seed"] in common))
-            scores = [r["score"] for r in finite[lr]]
-            spent = [(r["metrics"].get("train_tokens"), r["metrics"].get("train_seconds")) for r in finite[lr]]
-            sers = [r["slot_error_rate"] for r in finite[lr] if r.get("slot_error_rate") is not None]
-            table.append({"size": size["name"], "task": ev["task"], "method": ev["method"], "arm": arm(ev),
-                          "seeds": [r["seed"] for r in finite[lr]],
-                          "non_embedding_params": (pre or {}).get("non_embedding_parameters"),
-                          "chosen_lr": lr, "lrs_tried": sorted(by_lr), "n": len(scores),
-                          "mean": statistics.mean(scores), "sd": statistics.stdev(scores) if len(scores) > 1 else None,
-                          "scores": scores, "dev_loss": statistics.mean(r["best_dev_loss"] for r in finite[lr]),
-                          "train_tokens": mean_of([t for t, _ in spent]),
-                          "train_seconds": mean_of([sec for _, sec in spent]),
-                          "slot_error_rate": statistics.mean(sers) if sers else None,
-                          # trained while training, and kept to deploy (a prefix: its table after materialize())
-                          **{k: next((r["metrics"][k] for r in finite[lr] if r["metrics"].get(k) is not None), None)
-                             for k in ("trainable_params", "kept_params")},
-                          # WebNLG: test BLEU on the categories seen in training and on the unseen ones
-                          **{k: mean_of([r["metrics"].get(k) for r in finite[lr]]) for k in ("bleu_seen", "bleu_unseen")
-                             if ev["task"] == "webnlg"},
-                          # what the choice compared: each lr's mean dev loss over the seeds every lr has
-                          "dev_loss_by_lr": {fmt_lr(k): statistics.mean(r["best_dev_loss"] for r in v
-                                                                        if not common or r["seed"] in common)
-                                             for k, v in finite.items()}})
+            by_lr = finished_runs(plan, size, ev, out)
+            runs += [r for rows in by_lr.values() for r in rows]
+            row = chosen(ev, size, by_lr, pre)
+            if row is not None:
+                table.append(row)
     return {"runs": runs, "table": table}
+
+
+def finished_runs(plan: dict, size: dict, ev: dict, out: Path) -> dict[float, list[dict]]:
+    """lr -> the evaluation's finished runs at that lr, each with its score and the task's report columns
+    scored again from its predictions where the task does so (E2E: slot errors)."""
+    task, by_lr = tasks.get(ev["task"]), {}
+    for lr in ev["lrs"]:
+        for seed in ev["seeds"]:
+            f = out / "results" / run_name(plan, size, ev, lr, seed, out) / "metrics.json"
+            if f.exists():
+                m = json.loads(f.read_text())
+                row = {"size": size["name"], "task": ev["task"], "method": ev["method"], "arm": arm(ev), "lr": lr,
+                       "seed": seed, "best_dev_loss": m.get("best_dev_loss"), "score": m.get(task.metric[0]),
+                       "metrics": m, **(task.rescore(f.parent) if task.rescore else {})}
+                by_lr.setdefault(lr, []).append(row)
+    return by_lr
+
+
+def chosen(ev: dict, size: dict, by_lr: dict[float, list[dict]], pre: dict | None) -> dict | None:
+    """The arm's row of the table: its lr chosen on the mean best dev loss over the seeds every lr has (None
+    while no lr has finished runs with a finite dev loss), with its test scores over all of that lr's seeds."""
+    finite = {lr: rows for lr, rows in by_lr.items()
+              if all(r["best_dev_loss"] is not None and math.isfinite(r["best_dev_loss"]) for r in rows)}
+    if not finite:
+        return None
+    # compare learning rates on the seeds they all have, so that no lr wins by a luckier seed
+    common = set.intersection(*({r["seed"] for r in rows} for rows in finite.values()))
+
+    def dev_loss(rows: list[dict]) -> float:
+        return statistics.mean(r["best_dev_loss"] for r in rows if not common or r["seed"] in common)
+    lr = min(finite, key=lambda k: dev_loss(finite[k]))
+    rows = finite[lr]
+    scores = [r["score"] for r in rows]
+    return {"size": size["name"], "task": ev["task"], "method": ev["method"], "arm": arm(ev),
+            "seeds": [r["seed"] for r in rows], "non_embedding_params": (pre or {}).get("non_embedding_parameters"),
+            "chosen_lr": lr, "lrs_tried": sorted(by_lr), "n": len(scores), "mean": statistics.mean(scores),
+            "sd": statistics.stdev(scores) if len(scores) > 1 else None, "scores": scores,
+            "dev_loss": statistics.mean(r["best_dev_loss"] for r in rows),
+            "train_tokens": mean_of([r["metrics"].get("train_tokens") for r in rows]),
+            "train_seconds": mean_of([r["metrics"].get("train_seconds") for r in rows]),
+            # the task's report columns (E2E: slot errors; WebNLG: BLEU on seen and unseen categories)
+            **{k: mean_of([r.get(k, r["metrics"].get(k)) for r in rows]) for k in tasks.get(ev["task"]).columns},
+            # trained while training, and kept to deploy (a prefix: its table after materialize())
+            **{k: next((r["metrics"][k] for r in rows if r["metrics"].get(k) is not None), None)
+               for k in ("trainable_params", "kept_params")},
+            # what the choice compared: each lr's mean dev loss over the seeds every lr has
+            "dev_loss_by_lr": {fmt_lr(k): dev_loss(v) for k, v in finite.items()}}
 
 
 def at_edge(row: dict) -> bool:

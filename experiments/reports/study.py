@@ -12,7 +12,7 @@ from ..plans.collect import at_edge, collect, model_summary
 from ..plans.spec import arm, eval_name, fmt_lr, model_dir
 from ..methods import label
 from ..provenance import machine_name
-from ..tasks import PRIMARY
+from .. import tasks
 
 
 
@@ -56,7 +56,7 @@ def compute_table(result: dict) -> list[str]:
 def markdown(result: dict, out: Path, title: str = "Scale curve") -> str:
     """The tables of RESULTS.md: models, the dev-chosen results per task, the compute, and every run."""
     lines = header(result, out, title) + models_table(result)
-    for task in ("e2e", "webnlg", "sst2"):
+    for task in tasks.found(result["table"]):
         lines += task_table(result, task)
     if any(at_edge(r) for r in result["table"]):
         lines += ["", "(edge): the dev loss chose the smallest or the largest lr of the grid, so a lr beyond it may "
@@ -100,35 +100,45 @@ def models_table(result: dict) -> list[str]:
     return lines
 
 
+def extra_columns(columns: tuple[str, ...]) -> list[tuple[str, object]]:
+    """(header, cell of a row) for a task's report columns: slot errors, BLEU on seen / unseen categories, and
+    any other metric by its name."""
+    out = []
+    if "slot_error_rate" in columns:
+        out.append(("slot errors (%)", lambda r: "" if r.get("slot_error_rate") is None else f"{r['slot_error_rate']:.1f}"))
+    if "bleu_unseen" in columns:
+        out.append(("BLEU seen / unseen categories",
+                    lambda r: f"{fmt_or_dash(r.get('bleu_seen'))} / {fmt_or_dash(r.get('bleu_unseen'))}"))
+    return out + [(k, lambda r, k=k: fmt_or_dash(r.get(k))) for k in columns
+                  if k not in ("slot_error_rate", "bleu_seen", "bleu_unseen")]
+
+
 def task_table(result: dict, task: str) -> list[str]:
-    """One task's arms at their dev-chosen lr (nothing if the task has none), with slot errors (E2E) or BLEU on
-    seen and unseen categories (WebNLG) and what the paper found there."""
+    """One task's arms at their dev-chosen lr (nothing if the task has none), with the task's own columns (E2E:
+    slot errors; WebNLG: BLEU on seen and unseen categories, and what the paper found there)."""
     rows = [r for r in result["table"] if r["task"] == task]
     if not rows:
         return []
-    seen, ser = task == "webnlg", task == "e2e"
+    columns = tasks.get(task).columns
+    extra = extra_columns(columns)
     ft = {r["size"]: r["mean"] for r in rows if r["method"] == "finetune"}
-    lines = ["", f"## {task.upper()}: test {PRIMARY[task][1]}", "",
+    lines = ["", f"## {task.upper()}: test {tasks.primary(task)[1]}", "",
              "| model | arm | chosen lr | dev loss by lr (on the seeds every lr ran) | test: mean ± sd (each seed) | n "
-             "| prefix − fine-tuning | parameters trained / kept |" + (" slot errors (%) |" if ser else "")
-             + (" BLEU seen / unseen categories |" if seen else ""),
-             "|---|---|---|---|---|---|---|---|" + ("---|" if ser or seen else "")]
+             "| prefix − fine-tuning | parameters trained / kept |" + "".join(f" {h} |" for h, _ in extra),
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
     for r in rows:
         gap = f"{r['mean'] - ft[r['size']]:+.1f}" if r["method"] == "prefix" and r["size"] in ft else ""
         dev = ", ".join(f"{k}: {v:.3f}" for k, v in r["dev_loss_by_lr"].items())
-        has = r.get("slot_error_rate") is not None
-        slots = "" if not ser else f" {r['slot_error_rate']:.1f} |" if has else " |"
-        if seen:
-            slots = f" {fmt_or_dash(r.get('bleu_seen'))} / {fmt_or_dash(r.get('bleu_unseen'))} |"
+        cells = "".join(f" {cell(r)} |" if cell(r) else " |" for _, cell in extra)
         edge = " (edge)" if at_edge(r) else ""
         lines.append(f"| {r['size']} | {arm(r)} | {r['chosen_lr']:g}{edge} | {dev} | {r['mean']:.1f}{sd(r)} "
-                     f"({', '.join(f'{v:.1f}' for v in r['scores'])}) | {r['n']} | {gap} | {params(r)} |{slots}")
-    if seen:
-        paper = ", ".join(f"{label} {WEBNLG[m]['seen']} / {WEBNLG[m]['unseen']} / {WEBNLG[m]['all']}"
-                          for m, label in (("finetune", "fine-tuning"), ("prefix", "prefix")))
+                     f"({', '.join(f'{v:.1f}' for v in r['scores'])}) | {r['n']} | {gap} | {params(r)} |{cells}")
+    if "bleu_unseen" in columns:
+        paper = ", ".join(f"{name} {WEBNLG[m]['seen']} / {WEBNLG[m]['unseen']} / {WEBNLG[m]['all']}"
+                          for m, name in (("finetune", "fine-tuning"), ("prefix", "prefix")))
         lines += ["", "WebNLG 2017 test BLEU on the categories seen in training and on the unseen ones. The paper "
                   f"(GPT-2 medium), seen / unseen / all: {paper} (prefix-tuning extrapolates better)."]
-    if ser:
+    if "slot_error_rate" in columns:
         from ..slots import corpus_slot_errors, e2e_test
         tables, references = e2e_test()
         refs = corpus_slot_errors([r[0] for r in references], tables)["slot_error_rate"]
@@ -142,12 +152,12 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    tasks = [t for t in ("e2e", "sst2") if any(r["task"] == t for r in result["table"])]
-    if not tasks:
+    found = tasks.found(result["table"])
+    if not found:
         return
-    fig, axes = plt.subplots(2, len(tasks), figsize=(6 * len(tasks), 7.5), squeeze=False,
+    fig, axes = plt.subplots(2, len(found), figsize=(6 * len(found), 7.5), squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1.4]})
-    for col, task in enumerate(tasks):
+    for col, task in enumerate(found):
         ax, gap_ax = axes[0][col], axes[1][col]
         means = {}
         found = list(dict.fromkeys(r["method"] for r in result["table"] if r["task"] == task))
@@ -167,7 +177,7 @@ def plot(result: dict, path: Path) -> None:
         for method, y in {"e2e": E2E}.get(task, {}).items():
             ax.plot([MEDIUM_NON_EMBEDDING], [y], "*" if method == "prefix" else "P", ms=11, c="black",
                     label=f"paper, GPT-2-medium, {'prefix' if method == 'prefix' else 'fine-tuning'} ({y})")
-        name, unit = PRIMARY[task]
+        name, unit = tasks.primary(task)
         ax.set(xscale="log", ylabel=f"test {unit}", title=f"{task.upper()}: test score by model size "
                "(mean ± sd over n seeds)")
         ax.legend(fontsize=7, loc="lower right")
@@ -197,14 +207,14 @@ def bars_figure(result: dict):
     """Test scores per arm and model, one horizontal bar each (mean ± sd over its seeds at its dev-chosen lr,
     the seeds as dots), labelled with the lr and n, slot errors or seen/unseen BLEU beside it; floors dotted."""
     import matplotlib.pyplot as plt
-    tasks = [t for t in ("e2e", "webnlg", "sst2") if any(r["task"] == t for r in result["table"])]
-    if not tasks:
+    found = tasks.found(result["table"])
+    if not found:
         return None
-    per_task = {t: [r for r in result["table"] if r["task"] == t] for t in tasks}
+    per_task = {t: [r for r in result["table"] if r["task"] == t] for t in found}
     models = list(dict.fromkeys(r["size"] for r in result["table"]))
     height = 1.6 + 0.32 * max(len(rows) for rows in per_task.values())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(7.5 * len(tasks), height), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    fig, axes = plt.subplots(1, len(found), figsize=(7.5 * len(found), height), squeeze=False)
+    for ax, task in zip(axes[0], found):
         rows = per_task[task]
         for y, r in enumerate(rows):
             color = f"C{models.index(r['size']) % 10}"
@@ -227,7 +237,7 @@ def bars_figure(result: dict):
                         fontsize=7, color="gray")
         top = max(max(r["scores"] + [r["mean"] + (r["sd"] or 0.0)]) for r in rows)
         ax.set_xlim(0, max(top * 1.3, max((x for x, _ in FLOORS.get(task, [])), default=0) * 1.05))
-        ax.set(xlabel=f"test {PRIMARY[task][1]}", title=f"{task.upper()}: mean ± sd over n seeds at the lr chosen on "
+        ax.set(xlabel=f"test {tasks.primary(task)[1]}", title=f"{task.upper()}: mean ± sd over n seeds at the lr chosen on "
                "dev loss; dots: each seed")
         ax.title.set_fontsize(9)
     fig.tight_layout()

@@ -27,7 +27,7 @@ from minigpt.io import atomic_write  # noqa: E402
 
 from ..config import BOOKKEEPING, default_values  # noqa: E402
 from ..paper import E2E, EMBEDDING, FLOORS, PAPER_POINTS  # noqa: E402
-from ..tasks import PRIMARY  # noqa: E402
+from .. import tasks  # noqa: E402
 from . import findings  # noqa: E402
 
 
@@ -145,7 +145,7 @@ class Sweep:
 
     @classmethod
     def of(cls, task: str, rows: list[dict]) -> Sweep:
-        metric, unit = PRIMARY[task]
+        metric, unit = tasks.primary(task)
         compared, budget = comparable(rows, task)
         groups = group(compared)
         common = dict(random_init=False, method="prefix")
@@ -240,6 +240,8 @@ def draw_reparam(sw: Sweep, report: Path) -> None:
 def findings_table(sw: Sweep) -> list[str]:
     """The sweeps' findings beside the paper's (E2E) or beside what the literature expects (SST-2)."""
     f, L = sw.f, 10 if 10 in sw.every_mlp else (max(sw.every_mlp) if sw.every_mlp else None)
+    if sw.task != "e2e" and tasks.get(sw.task).kind != "classification":
+        return []  # the paper's findings are E2E's; the literature's expectations below, classification's
     if sw.task == "e2e":
         return [
             "| finding (paper, GPT-2 medium) | paper | ours |", "|---|---|---|",
@@ -328,7 +330,7 @@ def write(results: Path, report: Path, title: str | None = None) -> Path:
              "model's size in [scale](../scale/README.md) (`make scale`); adapting the base on task text before "
              "prefix-tuning in [adaptation](../adaptation/RESULTS.md) and notebook 04 section 10.", ""]
     gaps = {}
-    for task in [t for t in PRIMARY if any(r["config"]["task"] == t for r in rows)]:
+    for task in tasks.found([r["config"] for r in rows]):
         section, gaps[task] = task_section(task, [r for r in rows if r["config"]["task"] == task], report)
         lines += section
     if gaps.get("e2e") and gaps.get("sst2"):
