@@ -19,9 +19,10 @@ A new method is one module defining its `Method` plus one line in `MODULES`.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Callable
+
+from ..registry import Registry
 
 MODULES = ("experiments.methods.prefix", "experiments.methods.finetune")  # each registers its methods
 
@@ -49,22 +50,8 @@ class Method:
         return self.method or self.name
 
 
-REGISTRY: dict[str, Method] = {}
-
-
-def register(method: Method) -> Method:
-    """Add a method to the registry (a second one under a taken name is refused)."""
-    if method.name in REGISTRY and REGISTRY[method.name] is not method:
-        raise ValueError(f"a method named {method.name!r} is registered already")
-    REGISTRY[method.name] = method
-    return method
-
-
-def load() -> dict[str, Method]:
-    """The registry, its modules imported."""
-    for module in MODULES:
-        importlib.import_module(module)
-    return REGISTRY
+REGISTRY = Registry("method", MODULES)
+register, load = REGISTRY.register, REGISTRY.load
 
 
 def settings_values() -> tuple[str, ...]:

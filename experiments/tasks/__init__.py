@@ -11,10 +11,11 @@ unlabeled text a base model may be adapted on. A new task is one module plus one
 """
 from __future__ import annotations
 
-import importlib
 import random
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
+
+from ..registry import Registry
 
 MODULES = ("experiments.tasks.e2e", "experiments.tasks.webnlg", "experiments.tasks.sst2")
 
@@ -41,33 +42,12 @@ class Task:
     rescore: Callable | None = None  # a finished run's results folder -> `columns` scored again from its predictions
 
 
-REGISTRY: dict[str, Task] = {}
-
-
-def register(task: Task) -> Task:
-    """Add a task to the registry (a second one under a taken name is refused)."""
-    if task.name in REGISTRY and REGISTRY[task.name] is not task:
-        raise ValueError(f"a task named {task.name!r} is registered already")
-    REGISTRY[task.name] = task
-    return task
-
-
-def load() -> dict[str, Task]:
-    for module in MODULES:
-        importlib.import_module(module)
-    return REGISTRY
+REGISTRY = Registry("task", MODULES)
+register, load, get = REGISTRY.register, REGISTRY.load, REGISTRY.find
 
 
 def names() -> tuple[str, ...]:
     return tuple(load())
-
-
-def get(name: str) -> Task:
-    """The registered task `name`; SystemExit naming the tasks there are."""
-    task = load().get(name)
-    if task is None:
-        raise SystemExit(f"no task {name!r}; the tasks: {', '.join(names())}")
-    return task
 
 
 def primary(name: str) -> tuple[str, str]:
