@@ -25,7 +25,8 @@ from minigpt import EOT, GPT, load_tokenizer
 from minigpt import fast
 from minigpt.fast.allocator import keep_freed_memory
 from minigpt.runtime import rank_and_world
-from minigpt.io import CheckpointError, atomic_write
+from minigpt.io import CheckpointError
+from minigpt.weights import load_config
 
 from .config import REFERENCE, ExperimentConfig, parse_cli
 from .classify import LABEL_WORDS, ClassificationObjective, Classifier, accuracy_f1, encode_example
@@ -33,7 +34,8 @@ from .data import DataError, encode_pair, encode_source
 from .decode import decode
 from .metrics import corpus_metrics
 from .provenance import commit, machine
-from .runid import claim_run_dir, finished_metrics, identify, reference_run, remove_leftovers
+from .results import write_results
+from .runid import claim_run_dir, finished_metrics, identify, reference_run
 from . import tasks
 from .tasks import task_splits
 from .methods import method_for
@@ -52,15 +54,19 @@ class Trained(NamedTuple):
 
 
 def load_base(cfg: ExperimentConfig) -> GPT:
-    """The pretrained model (or, with random_init, a freshly initialized one of the same shape)."""
+    """The pretrained model (or, with random_init, a freshly initialized one of its shape: its weights are never
+    read). The depth is checked here for a hub id; a local checkpoint's was checked before anything loaded."""
     try:
-        model = GPT.from_pretrained(cfg.model)
+        if cfg.random_init:
+            config = load_config(cfg.model)
+            torch.manual_seed(cfg.seed)
+            model = GPT(config)
+        else:
+            model = GPT.from_pretrained(cfg.model)
     except CheckpointError as e:
         raise SystemExit(f"MODEL={cfg.model!r} cannot be loaded: {e}") from None
-    check_depth(cfg, model.config.n_layer)
-    if cfg.random_init:
-        torch.manual_seed(cfg.seed)
-        model = GPT(model.config)
+    if checkpoint_layers(cfg.model) is None:
+        check_depth(cfg, model.config.n_layer)
     # a frozen base needs no fp32 copy: bf16 weights make every matmul cheaper (the prefix stays fp32)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     # the speed layer (minigpt/fast): the same model, faster on CPU; plain PyTorch where it does not apply
@@ -169,17 +175,6 @@ def bpe_dir(cfg: ExperimentConfig) -> Path | None:
     """`<data_dir>/gpt2` when --data_dir holds the GPT-2 BPE files there (else the usual search)."""
     folder = Path(cfg.data_dir).expanduser() / "gpt2" if cfg.data_dir else None
     return folder if folder is not None and (folder / "vocab.bpe").is_file() else None
-
-
-def write_results(out: Path, cfg: ExperimentConfig, predictions: list[str], log_file: Path, metrics: dict) -> None:
-    """The results folder's files, metrics.json (which marks the run done) last."""
-    out.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(out)
-    atomic_write(out / "config.json", lambda t: Path(t).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n"))
-    atomic_write(out / "predictions.txt", lambda t: Path(t).write_text("".join(p + "\n" for p in predictions)))
-    log_text = log_file.read_text() if log_file.exists() else ""
-    atomic_write(out / "log.jsonl", lambda t: Path(t).write_text(log_text))
-    atomic_write(out / "metrics.json", lambda t: Path(t).write_text(json.dumps(metrics, indent=2) + "\n"))
 
 
 def param_counts(net, base) -> tuple[int, int]:

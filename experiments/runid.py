@@ -8,7 +8,6 @@ settings that differ.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -20,43 +19,9 @@ from minigpt.weights import WEIGHT_FILES
 from .config import BOOKKEEPING, REFERENCE, ConfigError, ExperimentConfig, default_values, read_json
 from . import tasks
 from .data import dataset_dir, listing_sha256
+from .results import remove_leftovers
 
 RECORD = "run.json"
-PREDICTIONS = "predictions.txt"  # a run writes it; committed results keep it gzipped (`pack_predictions`)
-
-
-def read_predictions(folder: Path) -> list[str] | None:
-    """A finished run's test predictions, one per line, from `predictions.txt` or its packed copy
-    `predictions.txt.gz`; None when the folder has neither."""
-    plain, packed = Path(folder) / PREDICTIONS, Path(folder) / (PREDICTIONS + ".gz")
-    if plain.exists():
-        return plain.read_text(encoding="utf-8").splitlines()
-    if packed.exists():
-        try:
-            return gzip.decompress(packed.read_bytes()).decode("utf-8").splitlines()
-        except (OSError, EOFError, UnicodeDecodeError) as e:  # a cut or damaged copy
-            raise ValueError(f"{packed} is not a readable gzip of UTF-8 text ({e}): restore it from git, or "
-                             "run the job again (delete its results folder first)") from None
-    return None
-
-
-def pack_predictions(root: Path) -> int:
-    """Gzip every `<root>/*/predictions.txt` (a results folder's runs) into `predictions.txt.gz`, which
-    `read_predictions` reads the same, and remove the plain file: E2E outputs shrink ~16x, so that a project
-    that keeps many runs' results stays small. Written atomically and checked before the plain file goes.
-    Returns how many were packed."""
-    n = 0
-    for plain in sorted(Path(root).glob(f"*/{PREDICTIONS}")):
-        data = plain.read_bytes()
-        packed = plain.with_name(PREDICTIONS + ".gz")
-        atomic_write(packed, lambda t: Path(t).write_bytes(gzip.compress(data, compresslevel=9, mtime=0)))
-        if gzip.decompress(packed.read_bytes()) != data:
-            raise OSError(f"{packed} does not read back as {plain}: kept the plain file")
-        plain.unlink()
-        n += 1
-    return n
-
-
 @dataclass
 class RunId:
     """A run's settings (all but bookkeeping) and its inputs' fingerprints ("model", "data" -> sha256, or
@@ -147,18 +112,13 @@ def claim_run_dir(run_dir: Path, this: RunId, cfg: ExperimentConfig) -> None:
     atomic_write(run_dir / RECORD, lambda t: Path(t).write_text(json.dumps(asdict(this), indent=2) + "\n"))
 
 
-def remove_leftovers(folder: Path) -> None:
-    """Delete the temporary files (`.<name>.*.tmp`, see `atomic_write`) a killed run left under `folder`."""
-    for f in folder.rglob(".*.tmp"):
-        f.unlink(missing_ok=True)
-
-
 def reference_run(this: RunId, reference: Path | None = None, skip: Path | None = None) -> tuple[Path, dict] | None:
     """The shipped run with this run's settings, model and data: (folder, metrics), or None if there is none.
     Looked for in `reference` (default REFERENCE, the studies): its run folders and its studies'
-    (`<study>/results/<run>`), the folder `skip` (the run itself) aside."""
+    (`<study>/results/<run>`; the study `reference` first), the folder `skip` (the run itself) aside."""
     reference = REFERENCE if reference is None else reference
-    configs = sorted([*reference.glob("*/config.json"), *reference.glob("*/results/*/config.json")])
+    configs = sorted([*reference.glob("*/config.json"), *reference.glob("*/results/*/config.json")],
+                     key=lambda c: (c.parent.parent.parent.name != "reference", c))  # the reference study first
     for config in configs:
         folder, metrics = config.parent, config.parent / "metrics.json"
         if not metrics.is_file() or (skip is not None and folder.resolve() == skip.resolve()):

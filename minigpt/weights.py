@@ -125,15 +125,25 @@ def check_keys(expected: dict[str, torch.Size], got: dict[str, torch.Tensor], so
         raise CheckpointError(f"{source} does not match the model: " + "; ".join(p for p in parts if p))
 
 
-def load_pretrained(cls, name_or_path, *, dtype=None, device=None):
-    directory = resolve_checkpoint(name_or_path)
+def read_config(directory: Path) -> GPTConfig:
+    """A checkpoint directory's `config.json` as a GPTConfig (its weights are not read)."""
     config_file = directory / "config.json"
     if not config_file.exists():
         raise CheckpointError(f"{directory} has no config.json")
     try:
-        config = GPTConfig.from_hf(json.loads(config_file.read_text()))
+        return GPTConfig.from_hf(json.loads(config_file.read_text()))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{config_file} is not valid JSON: {e}") from e
+
+
+def load_config(name_or_path: str | os.PathLike) -> GPTConfig:
+    """A checkpoint's shape, from a local directory or a hub id, without reading its weights."""
+    return read_config(resolve_checkpoint(name_or_path))
+
+
+def load_pretrained(cls, name_or_path, *, dtype=None, device=None):
+    directory = resolve_checkpoint(name_or_path)
+    config = read_config(directory)
     with torch.device("meta"):
         model = cls(config)
     sd = from_hf_names(read_state_dict(directory))

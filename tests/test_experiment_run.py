@@ -204,3 +204,22 @@ def test_the_recorded_commit_is_dirty_only_when_code_differs(tmp_path):
     assert git_commit(tmp_path / "experiments") == clean
     (tmp_path / "model.py").write_text("x = 2\n")  # the code changed: the runs may not be HEAD's
     assert git_commit(tmp_path / "experiments") == clean + "+dirty"
+
+
+def test_a_random_init_base_has_the_checkpoints_shape_and_never_reads_its_weights(tmp_path, gpt2_vocab_dir,
+                                                                                 monkeypatch):
+    import torch
+
+    from experiments.run import load_base
+    from minigpt.io import CheckpointError
+    cfg = parse_cli(tiny(tmp_path, gpt2_vocab_dir, "--random_init=true", "--seed=5"))
+    shape = GPT.from_pretrained(gpt2_vocab_dir).config
+
+    def no_weights(*args, **kwargs):
+        raise CheckpointError("the weights were read")
+    monkeypatch.setattr(GPT, "from_pretrained", no_weights)
+    base = load_base(cfg)
+    torch.manual_seed(5)  # the run's seed draws the weights
+    fresh = GPT(shape)
+    assert base.config == shape and all(torch.equal(a, b.to(a.dtype)) for a, b in
+                                        zip(base.state_dict().values(), fresh.state_dict().values()))

@@ -327,7 +327,7 @@ def test_the_bar_chart_draws_each_arm_at_its_chosen_lr_with_its_seeds():
 
 
 def test_packed_predictions_read_the_same_and_score_the_same_slot_errors(tmp_path):
-    from experiments.runid import pack_predictions, read_predictions
+    from experiments.results import pack_predictions, read_predictions
     from experiments.slots import e2e_test
     plan = {"sizes": [{"name": "s"}], "evals": [{"task": "e2e", "method": "prefix", "lrs": [1e-3], "seeds": [0]}]}
     size, ev = plan["sizes"][0], plan["evals"][0]

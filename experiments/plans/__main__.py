@@ -36,7 +36,7 @@ set is never looked at to choose), writes `<out>/<study>.json` (every run and th
 and the paper's GPT-2-medium points), and prints the table.
 
 `pack` gzips each finished run's `predictions.txt` under `<out>/results/` (E2E outputs shrink ~16x; every
-reader takes either form, `runid.read_predictions`): do it before committing a plan's results.
+reader takes either form, `results.read_predictions`): do it before committing a plan's results.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ from pathlib import Path
 from minigpt.io import atomic_write
 
 from ..reports.study import report
-from ..runid import pack_predictions
+from ..results import pack_predictions
 from .jobs import Clock, plan_jobs, tokenize
 from .runner import run_jobs
 from .spec import load_plan, narrow, plan_file, run_name

@@ -30,7 +30,7 @@ def score(predictions: list[str], test: list, data_dir) -> dict:
 def rescore(folder) -> dict:
     """The slot error rate (%) of a finished run's test predictions (None without them, or with fewer than the
     whole test set), scored again from its results folder as the reports do."""
-    from ..runid import read_predictions
+    from ..results import read_predictions
     from ..slots import corpus_slot_errors, e2e_test
     outputs = read_predictions(folder)
     tables = e2e_test()[0] if outputs is not None else []
