@@ -11,7 +11,6 @@ run's name holding a run with other settings is refused (pass --name=..., or del
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -21,12 +20,12 @@ from typing import NamedTuple
 
 import torch
 
-from minigpt import EOT, GPT, load_tokenizer
+from minigpt import EOT, GPT, GPTConfig, load_tokenizer
 from minigpt import fast
 from minigpt.fast.allocator import keep_freed_memory
 from minigpt.runtime import rank_and_world
 from minigpt.io import CheckpointError
-from minigpt.weights import load_config
+from minigpt.weights import load_config, local_checkpoint, read_config
 
 from .config import REFERENCE, ExperimentConfig, parse_cli
 from .classify import LABEL_WORDS, ClassificationObjective, Classifier, accuracy_f1, encode_example
@@ -53,19 +52,37 @@ class Trained(NamedTuple):
     scored_bf16: bool = False  # the test predictions were made under bf16 autocast (decoding with bf16 on)
 
 
-def load_base(cfg: ExperimentConfig) -> GPT:
-    """The pretrained model (or, with random_init, a freshly initialized one of its shape: its weights are never
-    read). The depth is checked here for a hub id; a local checkpoint's was checked before anything loaded."""
+class BaseModel(NamedTuple):
+    """A run's base model, resolved once and passed along: its local folder, and its shape read from it (both
+    None for a hub id, until it is downloaded and loaded)."""
+    folder: Path | None
+    config: GPTConfig | None
+
+
+def resolve_base(cfg: ExperimentConfig) -> BaseModel:
+    """The base model's folder and shape, its depth checked against them before anything heavy loads."""
+    folder = local_checkpoint(cfg.model)
     try:
-        if cfg.random_init:
-            config = load_config(cfg.model)
-            torch.manual_seed(cfg.seed)
-            model = GPT(config)
-        else:
-            model = GPT.from_pretrained(cfg.model)
+        config = read_config(folder) if folder is not None else None
     except CheckpointError as e:
         raise SystemExit(f"MODEL={cfg.model!r} cannot be loaded: {e}") from None
-    if checkpoint_layers(cfg.model) is None:
+    check_depth(cfg, config.n_layer if config is not None else None)
+    return BaseModel(folder, config)
+
+
+def load_base(cfg: ExperimentConfig, resolved: BaseModel | None = None) -> GPT:
+    """The pretrained model (or, with random_init, a freshly initialized one of its shape: its weights are never
+    read). A hub id's depth is checked here, once the model is there."""
+    resolved = resolved or resolve_base(cfg)
+    try:
+        if cfg.random_init:
+            torch.manual_seed(cfg.seed)
+            model = GPT(resolved.config or load_config(cfg.model))
+        else:
+            model = GPT.from_pretrained(resolved.folder or cfg.model)
+    except CheckpointError as e:
+        raise SystemExit(f"MODEL={cfg.model!r} cannot be loaded: {e}") from None
+    if resolved.config is None:
         check_depth(cfg, model.config.n_layer)
     # a frozen base needs no fp32 copy: bf16 weights make every matmul cheaper (the prefix stays fp32)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -77,14 +94,6 @@ def build_net(cfg: ExperimentConfig, base: GPT, enc):
     """What gets trained, as the run's method builds it (experiments/methods/): a PrefixTuner around the frozen
     base, the base itself (fine-tuning), ..."""
     return method_for(cfg).build(cfg, base, enc)
-
-
-def checkpoint_layers(model: str) -> int | None:
-    """The number of layers a local checkpoint's config.json declares (None if it has none to read)."""
-    try:
-        return int(json.loads((Path(model).expanduser() / "config.json").read_text())["n_layer"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a hub id, or a config that load_base will report
 
 
 def check_depth(cfg: ExperimentConfig, n_layer: int | None) -> None:
@@ -107,9 +116,9 @@ def check_lengths(cfg: ExperimentConfig, base: GPT, train_lengths: list[int], te
 def run(cfg: ExperimentConfig) -> dict:
     out, run_dir = Path(cfg.results_dir) / cfg.run_name, Path(cfg.runs_dir) / cfg.run_name
     commit()  # read as the run starts: the code it runs, even if the checkout moves on while it trains
-    check_depth(cfg, checkpoint_layers(cfg.model))  # before anything heavy loads
+    resolved = resolve_base(cfg)  # the base's folder and shape, read once; the depth checked against them
     try:
-        this = identify(cfg)
+        this = identify(cfg, resolved.folder)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
     done = finished_metrics(out, this, cfg)
@@ -124,7 +133,7 @@ def run(cfg: ExperimentConfig) -> dict:
         claim_run_dir(run_dir, this, cfg)
     torch.manual_seed(cfg.seed)
     enc = load_tokenizer(bpe_dir(cfg))
-    base = load_base(cfg)
+    base = load_base(cfg, resolved)
     log = JsonLog(run_dir / "log.jsonl", master)
     try:
         kind = tasks.get(cfg.task).kind

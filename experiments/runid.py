@@ -40,14 +40,16 @@ class RunId:
                       if None not in (v, recorded.inputs.get(k)) and recorded.inputs[k] != v]
 
 
-def identify(cfg: ExperimentConfig) -> RunId:
-    """This run's identity; FileNotFoundError when its data cannot be found."""
+def identify(cfg: ExperimentConfig, model: str | Path | None = None) -> RunId:
+    """This run's identity (`model`: its base's folder, once resolved; default: the setting); FileNotFoundError
+    when its data cannot be found."""
     task = tasks.get(cfg.task)
     data = dataset_dir(task.dataset, cfg.data_dir)
-    return RunId(cfg.settings(), {"model": model_sha256(cfg.model), "data": listing_sha256(data, task.files)})
+    return RunId(cfg.settings(), {"model": model_sha256(cfg.model if model is None else model),
+                                  "data": listing_sha256(data, task.files)})
 
 
-def model_sha256(model: str) -> str | None:
+def model_sha256(model: str | Path) -> str | None:
     """sha256 over a local checkpoint's config.json and weight files; None for a hub id (its name says it)."""
     folder = Path(model).expanduser()
     files = [folder / f for f in ("config.json", *WEIGHT_FILES) if (folder / f).is_file()]

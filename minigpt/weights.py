@@ -125,6 +125,12 @@ def check_keys(expected: dict[str, torch.Size], got: dict[str, torch.Tensor], so
         raise CheckpointError(f"{source} does not match the model: " + "; ".join(p for p in parts if p))
 
 
+def local_checkpoint(name_or_path: str | os.PathLike) -> Path | None:
+    """The local checkpoint folder `name_or_path` names, or None for a hub id (downloaded when it is loaded)."""
+    path = Path(name_or_path).expanduser()
+    return path if path.is_dir() else None
+
+
 def read_config(directory: Path) -> GPTConfig:
     """A checkpoint directory's `config.json` as a GPTConfig (its weights are not read)."""
     config_file = directory / "config.json"
