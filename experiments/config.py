@@ -214,17 +214,17 @@ def parse_depth(value):
     return INVALID
 
 
-def choices(name: str) -> tuple:
-    """The values a setting with a fixed set of them takes; methods and tasks are those registered
-    (experiments/methods/: prefix, finetune, ...; experiments/tasks/: e2e, webnlg, sst2, ...)."""
+def choices(name: str) -> tuple | None:
+    """The values a setting with a fixed set of them takes (None for any other setting); methods and tasks are
+    those registered (experiments/methods/: prefix, finetune, ...; experiments/tasks/: e2e, webnlg, sst2, ...)."""
     if name == "task":
         return tasks.names()
-    return methods.settings_values() if name == "method" else CHOICES[name]
+    return methods.settings_values() if name == "method" else CHOICES.get(name)
 
 
 def in_range(name: str, value) -> bool:
     """Whether a value of the right type is one the setting allows."""
-    if name in CHOICES or name in ("method", "task"):
+    if choices(name) is not None:
         return value in choices(name)
     if name in AT_LEAST:
         return value >= AT_LEAST[name]
@@ -241,7 +241,7 @@ def in_range(name: str, value) -> bool:
 
 def allowed(name: str, kind: type, optional: bool) -> str:
     """What a setting accepts, in words, e.g. 'an integer >= 1 or null (all)'."""
-    if name in CHOICES or name in ("method", "task"):
+    if choices(name) is not None:
         return "one of " + ", ".join(choices(name))
     if name == "depth":
         return "all, embedding or a list of distinct layer indices like [0,4,7]"

@@ -61,6 +61,12 @@ def found(rows: list[dict]) -> list[str]:
     return [t for t in names() if t in present] + [t for t in present if t not in REGISTRY]
 
 
+def limits(max_train: int | None, max_dev: int | None, max_test: int | None, train_seed: int | None) -> dict:
+    """split -> how many items its file must hold at least (None: all it was published with): a training
+    sample drawn with a seed comes from the whole file, so the whole file must be there."""
+    return {"train": max_train if train_seed is None else None, "dev": max_dev, "test": max_test}
+
+
 def draw(items: list, n: int | None, seed: int | None) -> list:
     """The first `n` items (all if n is None), or with a `seed`, n of them drawn at random, in file order."""
     if n is None or n >= len(items):

@@ -3,15 +3,15 @@ the test set is grouped by table, each with all its references. Outputs are also
 from __future__ import annotations
 
 from ..data import E2E_FILES, REMOTES, SPLITS, check_counts, dataset_dir, group_by_mr, load_e2e
-from . import Splits, Task, draw, register
+from . import Splits, Task, draw, limits, register
 
 
 def splits(data_dir, max_train, max_dev, max_test, train_seed) -> Splits:
-    limits = {"train": max_train if train_seed is None else None, "dev": max_dev, "test": max_test}
+    need = limits(max_train, max_dev, max_test, train_seed)
     rows = {s: load_e2e(s, data_dir) for s in SPLITS}
     sizes = {s: {"references": len(rows[s]), "MRs": len(group_by_mr(rows[s]))} for s in SPLITS}
-    for s in SPLITS:  # a drawn sample comes from the whole file, so the whole file must be there
-        check_counts("e2e", s, sizes[s], "MRs" if s == "test" else "references", limits[s],
+    for s in SPLITS:
+        check_counts("e2e", s, sizes[s], "MRs" if s == "test" else "references", need[s],
                      dataset_dir("e2e", data_dir) / E2E_FILES[s])
     train, dev = ([tuple(e) for e in rows[s]] for s in ("train", "dev"))
     return Splits(draw(train, max_train, train_seed), dev[:max_dev], group_by_mr(rows["test"])[:max_test], {}, sizes)

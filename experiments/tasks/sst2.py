@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from ..data import REMOTES, SPLITS, check_counts, dataset_dir, load_sst2
-from . import Splits, Task, draw, register
+from . import Splits, Task, draw, limits, register
 
 
 def splits(data_dir, max_train, max_dev, max_test, train_seed) -> Splits:
-    limits = {"train": max_train if train_seed is None else None, "dev": max_dev, "test": max_test}
+    need = limits(max_train, max_dev, max_test, train_seed)
     rows = {s: load_sst2(s, data_dir) for s in SPLITS}
     sizes = {s: {"sentences": len(rows[s])} for s in SPLITS}
     for s in SPLITS:
-        check_counts("sst2", s, sizes[s], "sentences", limits[s], dataset_dir("sst2", data_dir) / f"stsa.binary.{s}")
+        check_counts("sst2", s, sizes[s], "sentences", need[s], dataset_dir("sst2", data_dir) / f"stsa.binary.{s}")
     return Splits(draw(rows["train"], max_train, train_seed), rows["dev"][:max_dev], rows["test"][:max_test], {},
                   sizes)
 

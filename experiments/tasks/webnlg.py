@@ -3,16 +3,16 @@ whole and on the categories seen in training and the unseen ones apart (the pape
 from __future__ import annotations
 
 from ..data import REMOTES, SPLITS, check_counts, dataset_dir, load_webnlg
-from . import Splits, Task, draw, register
+from . import Splits, Task, draw, limits, register
 
 
 def splits(data_dir, max_train, max_dev, max_test, train_seed) -> Splits:
-    limits = {"train": max_train if train_seed is None else None, "dev": max_dev, "test": max_test}
+    need = limits(max_train, max_dev, max_test, train_seed)
     entries = {s: load_webnlg(s, data_dir) for s in SPLITS}
     sizes = {s: {"references": sum(len(e.references) for e in entries[s]), "entries": len(entries[s])}
              for s in SPLITS}
     for s in SPLITS:
-        check_counts("webnlg", s, sizes[s], "entries" if s == "test" else "references", limits[s],
+        check_counts("webnlg", s, sizes[s], "entries" if s == "test" else "references", need[s],
                      dataset_dir("webnlg_2017", data_dir))
     train, dev = ([(e.table, ref) for e in entries[s] for ref in e.references] for s in ("train", "dev"))
     test_entries = entries["test"][:max_test]
