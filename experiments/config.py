@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from prefix.config import INITS
+from prefix.lora import TARGETS, check_targets
 
 from . import methods, tasks
 
@@ -26,7 +27,7 @@ CHOICES = {"position": ("prefix", "infix"),
            "init": INITS, "base_dtype": ("auto", "float32", "bfloat16"), "train_sample": ("first", "seeded")}
 # the smallest allowed value of each number; lr and prefix_dropout have ranges of their own (`in_range`)
 AT_LEAST = {"prefix_len": 1, "encoder_hidden_size": 1, "epochs": 1, "batch_size": 1, "warmup_steps": 0,
-            "patience": 0, "seed": 0, "max_train": 1, "max_dev": 1, "max_test": 1, "num_beams": 1,
+            "patience": 0, "seed": 0, "lora_rank": 1, "adapter_size": 1, "top_layers": 1, "max_train": 1, "max_dev": 1, "max_test": 1, "num_beams": 1,
             "max_new_tokens": 1, "decode_batch_size": 1, "log_every": 1, "ckpt_every": 1, "weight_decay": 0,
             "grad_clip": 0}
 # `make experiment` variables, named in errors beside the setting they set
@@ -53,7 +54,8 @@ class ExperimentConfig:
     task: str = setting("e2e or webnlg (table-to-text), or sst2 (sentiment classification)")
     model: str = setting("the base model: a checkpoint folder or a hub id (gpt2, gpt2-medium, ...)")
     random_init: bool = setting("same shape as `model`, random weights (how much does pretraining matter?)")
-    method: str = setting("prefix (any prefix, including depth=embedding) or finetune (every weight trains)")
+    method: str = setting("prefix (any prefix, including depth=embedding), lora, adapter, fttop (the top "
+                          "blocks train) or finetune (every weight trains)")
     prefix_len: int = setting("number of virtual tokens P")
     depth: str | list = setting("all (every layer), embedding (prompt tuning), or a list of layer indices like [0,4,7]")
     position: str = setting("prefix ([P; x; y], the paper's method) or infix ([x; P; y], its ablation)")
@@ -63,6 +65,13 @@ class ExperimentConfig:
     init_text: str = setting("the phrase init=text starts from, e.g. table-to-text:")
     prefix_dropout: float = setting("dropout on the prefix table while training")
     head: str = setting("sst2: verbalizer (label-word logits) or linear (a trained layer on the last token)")
+    lora_rank: int = setting("method=lora: the rank r of each update (the LoRA paper on E2E: 4)")
+    lora_alpha: float = setting("method=lora: the update is scaled by lora_alpha / lora_rank (the LoRA paper: 32)")
+    lora_targets: str = setting("method=lora: the projections it adapts, comma-separated, from q, k, v (parts of "
+                                "c_attn, each its own update), c_attn (whole), attn.c_proj, mlp.c_fc, mlp.c_proj")
+    adapter_size: int = setting("method=adapter: the bottleneck width (19M model: 2 ~ 0.1% of the parameters, "
+                                "70 ~ 3%)")
+    top_layers: int = setting("method=fttop: how many of the top blocks train (with the final LayerNorm)")
     epochs: int = setting("passes over the training set")
     batch_size: int = setting("training examples per optimizer step")
     lr: float = setting("peak learning rate (linear warmup, then linear decay to 0)")
@@ -228,8 +237,10 @@ def in_range(name: str, value) -> bool:
         return value in choices(name)
     if name in AT_LEAST:
         return value >= AT_LEAST[name]
-    if name == "lr":
+    if name in ("lr", "lora_alpha"):
         return value > 0
+    if name == "lora_targets":
+        return lora_targets(value) is not None
     if name == "prefix_dropout":
         return 0 <= value < 1
     if name == "device":
@@ -237,6 +248,14 @@ def in_range(name: str, value) -> bool:
     if name == "name":
         return bool(value.strip()) and value not in (".", "..") and not any(c in value for c in "/\\\n")
     return True
+
+
+def lora_targets(value: str) -> tuple[str, ...] | None:
+    """The LoRA targets a `lora_targets` setting names ("q,v" -> ("q", "v")), or None if it cannot be used."""
+    try:
+        return check_targets(t.strip() for t in value.split(","))
+    except ValueError:
+        return None
 
 
 def allowed(name: str, kind: type, optional: bool) -> str:
@@ -250,7 +269,9 @@ def allowed(name: str, kind: type, optional: bool) -> str:
     if name == "name":
         return "null or a folder name (not empty, no '/')"
     text = {bool: "true or false (or 1 / 0)", int: "an integer", float: "a finite number", str: "text"}[kind]
-    text += {"lr": " > 0", "prefix_dropout": " in [0, 1)"}.get(name, "")
+    if name == "lora_targets":
+        return "comma-separated distinct names from " + ", ".join(TARGETS) + " (c_attn or its parts q, k, v)"
+    text += {"lr": " > 0", "lora_alpha": " > 0", "prefix_dropout": " in [0, 1)"}.get(name, "")
     if name in AT_LEAST:
         text += f" >= {AT_LEAST[name]}"
     if name == "max_dev":

@@ -26,6 +26,7 @@ from minigpt.fast.allocator import keep_freed_memory
 from minigpt.runtime import rank_and_world
 from minigpt.io import CheckpointError
 from minigpt.weights import load_config, local_checkpoint, read_config
+from prefix.parts import base_parameter_count
 
 from .config import REFERENCE, ExperimentConfig, parse_cli
 from .classify import LABEL_WORDS, ClassificationObjective, Classifier, accuracy_f1, encode_example
@@ -187,8 +188,9 @@ def bpe_dir(cfg: ExperimentConfig) -> Path | None:
 
 
 def param_counts(net, base) -> tuple[int, int]:
-    """(trainable parameters of what is trained, parameters of the base model)."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad), sum(p.numel() for p in base.parameters())
+    """(trainable parameters of what is trained, parameters of the base model: its own, not what a method adds
+    to it, such as LoRA updates or adapters)."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad), base_parameter_count(base)
 
 
 def announce(cfg, net, base, n_train: int, n_test: int, sizes: dict[str, dict[str, int]]) -> None:

@@ -22,16 +22,19 @@ from test_experiment_run import gpt2_vocab_dir, tiny  # noqa: F401 (a fixture)
     (["--depth=embedding", "--reparam=direct"], "embedding", "prefix-len10-embedding-direct"),
     (["--position=infix"], "infix", "infix-len10-all-mlp"),
     (["--method=finetune"], "finetune", "finetune"),
+    (["--method=fttop"], "fttop", "fttop2"),
+    (["--method=lora"], "lora", "lora-r4-alpha32-q+v"),
+    (["--method=adapter", "--adapter_size=70"], "adapter", "adapter70"),
 ])
 def test_the_shipped_methods_resolve_from_the_settings(args, name, core):
     cfg = parse_cli(args)
     assert method_for(cfg).name == name and cfg.run_name == f"e2e-minigpt-gutenberg-{core}-seed0"
-    assert cfg.model_dtype == ("float32" if name == "finetune" else "bfloat16")  # a frozen base may be bf16
+    assert cfg.model_dtype == ("float32" if name in ("finetune", "fttop") else "bfloat16")  # a frozen base may be bf16
 
 
 def test_an_unknown_method_is_refused_with_the_registered_ones():
-    with pytest.raises(SystemExit, match="METHOD \\(method\\) must be one of prefix, finetune"):
-        parse_cli(["--method=lora"])
+    with pytest.raises(SystemExit, match="METHOD \\(method\\) must be one of prefix, finetune, fttop, lora, adapter"):
+        parse_cli(["--method=bitfit"])
 
 
 class LayerNormTuning:

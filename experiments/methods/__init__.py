@@ -24,7 +24,8 @@ from typing import Callable
 
 from ..registry import Registry
 
-MODULES = ("experiments.methods.prefix", "experiments.methods.finetune")  # each registers its methods
+MODULES = ("experiments.methods.prefix", "experiments.methods.finetune",  # each registers its methods
+           "experiments.methods.lora", "experiments.methods.adapter")
 
 
 def trainable_count(net) -> int:
