@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from experiments.plans import Clock, Job, collect, eval_name, plan_jobs, run_jobs
+from experiments.plans import Clock, Job, collect, eval_name, load_plan, plan_jobs, run_jobs
 from experiments.reports.study import params
 
 PLAN = {
@@ -173,10 +173,11 @@ def test_the_deadline_trusts_measured_times_over_the_plans_estimates(tmp_path):
     assert status == {"q0": "done", "q1": "done", "s0": "done", "s1": "skipped"}
 
 
-def write_run(out, size, ev, lr, seed, dev, score):
+def write_run(out, size, ev, lr, seed, dev, score, dev_by_epoch=None):
     d = out / "results" / eval_name(size, ev, lr, seed)
     d.mkdir(parents=True)
-    metrics = {"best_dev_loss": dev, "bleu": score, "trainable_params": 100, "kept_params": 10}
+    metrics = {"best_dev_loss": dev, "bleu": score, "trainable_params": 100, "kept_params": 10,
+               **({"dev_loss": dev_by_epoch} if dev_by_epoch else {})}
     (d / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -278,7 +279,31 @@ def test_arms_name_their_runs_and_get_their_own_lr_choice(tmp_path):
     assert "| s | len20 | 0.003 (edge) |" in text and "(edge): the dev loss chose the smallest or the largest" in text
 
 
-@pytest.mark.parametrize("name", ["adaptation", "findings", "fulldata", "lowdata", "scale", "webnlg"])
+def test_an_arm_can_take_its_lr_from_a_cheap_grid_on_a_subset(tmp_path):
+    grid = {"task": "e2e", "method": "lora", "arm": "lora-grid", "lrs": [1e-3, 3e-3], "seeds": [0],
+            "args": {"max_train": 50}}
+    full = {"task": "e2e", "method": "lora", "arm": "lora", "lr_from": "lora-grid", "seeds": [0, 1]}
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"sizes": [{"name": "s", "checkpoint": "ckpt"}], "evals": [grid, full]}))
+    plan = load_plan(path)
+    assert plan["evals"][1]["lrs"] == [1e-3, 3e-3]  # the grid's lrs, each run only if the grid chose it
+    jobs = {j.name: j for j in plan_jobs(plan, tmp_path, py="python")}
+    for seed in (0, 1):  # even the first seed of the full arm waits for the grid
+        assert jobs[f"s-e2e-lora-lr0.003-seed{seed}"].needs == ["s-e2e-lora-grid-lr0.001-seed0",
+                                                                 "s-e2e-lora-grid-lr0.003-seed0"]
+    size = plan["sizes"][0]
+    write_run(tmp_path, size, grid, 1e-3, 0, dev=1.9, score=50.0)
+    write_run(tmp_path, size, grid, 3e-3, 0, dev=1.7, score=40.0)  # dev loss chooses 3e-3, not test BLEU
+    assert jobs["s-e2e-lora-lr0.003-seed0"].wanted() and not jobs["s-e2e-lora-lr0.001-seed1"].wanted()
+    write_run(tmp_path, size, plan["evals"][1], 3e-3, 0, dev=1.2, score=55.0, dev_by_epoch=[1.5, 1.2, 1.3])
+    row = next(r for r in collect(plan, tmp_path)["table"] if r["arm"] == "lora")
+    assert row["lr_from"] == "lora-grid" and row["chosen_lr"] == 3e-3 and row["best_epochs"] == [2]
+    path.write_text(json.dumps({"sizes": [{"name": "s", "checkpoint": "ckpt"}], "evals": [{**full, "lr_from": "x"}]}))
+    with pytest.raises(SystemExit, match="takes its lr from 'x', which is no e2e arm"):
+        load_plan(path)
+
+
+@pytest.mark.parametrize("name", ["adaptation", "findings", "fulldata", "lowdata", "scale", "table1", "webnlg"])
 def test_the_shipped_plans_make_valid_runs(name, tmp_path):
     """Every evaluation a shipped plan would start passes the experiment settings' checks."""
     from pathlib import Path

@@ -70,6 +70,8 @@ def chosen(ev: dict, size: dict, by_lr: dict[float, list[dict]], pre: dict | Non
             "chosen_lr": lr, "lrs_tried": sorted(by_lr), "n": len(scores), "mean": statistics.mean(scores),
             "sd": statistics.stdev(scores) if len(scores) > 1 else None, "scores": scores,
             "dev_loss": statistics.mean(r["best_dev_loss"] for r in rows),
+            "lr_from": ev.get("lr_from"),  # the arm whose grid chose this arm's lr (None: its own)
+            "best_epochs": [best_epoch(r["metrics"]) for r in rows],
             "train_tokens": mean_of([r["metrics"].get("train_tokens") for r in rows]),
             "train_seconds": mean_of([r["metrics"].get("train_seconds") for r in rows]),
             # the task's report columns (E2E: slot errors; WebNLG: BLEU on seen and unseen categories)
@@ -79,6 +81,12 @@ def chosen(ev: dict, size: dict, by_lr: dict[float, list[dict]], pre: dict | Non
                for k in ("trainable_params", "kept_params")},
             # what the choice compared: each lr's mean dev loss over the seeds every lr has
             "dev_loss_by_lr": {fmt_lr(k): dev_loss(v) for k, v in finite.items()}}
+
+
+def best_epoch(m: dict) -> int | None:
+    """The epoch (from 1) whose dev loss was the best, which early stopping kept (None if not recorded)."""
+    losses = m.get("dev_loss") or []
+    return 1 + min(range(len(losses)), key=losses.__getitem__) if losses else None
 
 
 def at_edge(row: dict) -> bool:

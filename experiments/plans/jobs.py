@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .spec import arm, eval_command, flag, model_dir, model_job, run_name
+from .spec import arm, eval_command, flag, lr_source, model_dir, model_job, run_name
 
 
 @dataclass
@@ -66,7 +66,8 @@ def model_jobs(plan: dict, size: dict, out: Path, py: str) -> list[Job]:
 def eval_jobs(plan: dict, out: Path, py: str) -> list[Job]:
     """One job per (seed, model, evaluation, lr): every first seed before any further seed unless the plan
     says `"seeds_first": false`; a further seed of a `"later_seeds": "chosen_lr"` evaluation waits for its
-    first seed's runs and is wanted only at the lr they chose."""
+    first seed's runs and is wanted only at the lr they chose, and every seed of a `"lr_from"` evaluation
+    waits for the first seed's runs of the grid it names."""
     order = [(seed, size, ev, lr) for ev in plan["evals"] for seed in ev["seeds"] for size in plan["sizes"]
              if not ev.get("only") or size["name"] in ev["only"] for lr in ev["lrs"]]
     if plan.get("seeds_first", True):
@@ -74,11 +75,11 @@ def eval_jobs(plan: dict, out: Path, py: str) -> list[Job]:
     jobs = []
     for seed, size, ev, lr in order:
         name, cmd = eval_command(plan, size, ev, lr, seed, out, py)
-        first = ev["seeds"][0]
+        first, grid = ev["seeds"][0], lr_source(plan, ev)
         needs, wanted = model_job(size), None
-        if seed != first and ev.get("later_seeds") == "chosen_lr":
-            needs = needs + [run_name(plan, size, ev, x, first, out) for x in ev["lrs"]]
-            wanted = chosen_by_first_seed(plan, out, size, ev, lr)
+        if grid is not ev or (seed != first and ev.get("later_seeds") == "chosen_lr"):
+            needs = needs + [run_name(plan, size, grid, x, grid["seeds"][0], out) for x in grid["lrs"]]
+            wanted = chosen_by_first_seed(plan, out, size, grid, lr)
         estimate = ev.get("seconds", 120) * size.get("eval_cost", 1.0)
         jobs.append(Job(name, cmd, out / "results" / name / "metrics.json", estimate, needs=needs,
                         later=seed != first and plan.get("seeds_first", True), wanted=wanted,

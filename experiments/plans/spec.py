@@ -41,7 +41,22 @@ def load_plan(study: str | os.PathLike) -> dict:
     arms = [(ev["task"], arm(ev)) for ev in plan["evals"]]
     if len(set(arms)) != len(arms):
         raise SystemExit(f"plan {path}: two evaluations of one task share an arm name; give each its own \"arm\"")
+    for ev in plan["evals"]:
+        if ev.get("lr_from"):
+            ev["lrs"] = lr_source(plan, ev, path)["lrs"]
     return plan
+
+
+def lr_source(plan: dict, ev: dict, path: Path | str = "the plan") -> dict:
+    """The evaluation whose first seed chooses `ev`'s lr: the arm its `"lr_from"` names (a cheap grid, e.g. on
+    a subset of the data), or `ev` itself. An evaluation with `lr_from` runs every seed at that lr only."""
+    if not ev.get("lr_from"):
+        return ev
+    found = [e for e in plan["evals"] if e["task"] == ev["task"] and arm(e) == ev["lr_from"] and not e.get("lr_from")]
+    if not found:
+        raise SystemExit(f"plan {path}: arm {arm(ev)!r} takes its lr from {ev['lr_from']!r}, which is no {ev['task']} "
+                         "arm of the plan with its own grid of lrs")
+    return found[0]
 
 
 def flag(k: str, v) -> list[str]:

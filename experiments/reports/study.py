@@ -129,6 +129,7 @@ def task_table(result: dict, task: str) -> list[str]:
     for r in rows:
         gap = f"{r['mean'] - ft[r['size']]:+.1f}" if r["method"] == "prefix" and r["size"] in ft else ""
         dev = ", ".join(f"{k}: {v:.3f}" for k, v in r["dev_loss_by_lr"].items())
+        dev = f"lr from {r['lr_from']}; this arm: {dev}" if r.get("lr_from") else dev
         cells = "".join(f" {v} |" if v else " |" for v in (cell(r) for _, cell in extra))
         edge = " (edge)" if at_edge(r) else ""
         lines.append(f"| {r['size']} | {arm(r)} | {r['chosen_lr']:g}{edge} | {dev} | {r['mean']:.1f}{sd(r)} "
