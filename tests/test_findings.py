@@ -46,7 +46,7 @@ def test_verdicts_follow_the_difference_and_its_standard_error():
 
 def test_every_row_says_not_run_without_results(tmp_path):
     rows = findings.rows(tmp_path)
-    assert len(rows) == 25 and all(r.ours.startswith("not run yet") and r.verdict == "–" for r in rows)
+    assert len(rows) == 35 and all(r.ours.startswith("not run yet") and r.verdict == "–" for r in rows)
     text = findings.markdown(tmp_path)
     assert "python -m experiments.plans run fulldata" in text
 
@@ -172,3 +172,19 @@ def test_an_arm_still_learning_when_its_budget_ended_says_so(tmp_path):
     assert r.ours.count("dev loss still falling at the end in 3 of 3") == 1
     assert r.ours.index("still falling") < r.ours.index(" vs ")  # said of the prefix, not of fine-tuning
     assert not findings.still_learning([2.0, 1.995]) and not findings.still_learning([2.0])  # under 1%; one eval
+
+
+def test_table1_compares_full_budget_arms_at_the_lr_their_grids_chose(tmp_path):
+    write_runs(tmp_path, "table1", "prefix-grid", "e2e", {1e-3: [40.0]}, {1e-3: 1.5}, size="gutenberg")
+    write_runs(tmp_path, "table1", "lora-grid", "e2e", {1e-2: [45.0]}, {1e-2: 1.4}, size="gutenberg")
+    start = "10. prefix vs LoRA, q and v, rank 4 (shipped base"
+    assert row(tmp_path, start).ours.startswith("not finished yet (gutenberg prefix, gutenberg lora)")
+    write_runs(tmp_path, "table1", "prefix", "e2e", {1e-3: [60.0, 61.0, 62.0]}, {1e-3: 1.2}, size="gutenberg",
+               whole_grid=False)
+    write_runs(tmp_path, "table1", "lora", "e2e", {1e-2: [58.0, 59.0, 60.0]}, {1e-2: 1.3}, size="gutenberg",
+               whole_grid=False)
+    r = row(tmp_path, start)
+    assert "61.0 ± 1.0 (n=3: 60.0, 61.0, 62.0; lr 0.001)" in r.ours and r.verdict == "not in the paper: +2.0, se 0.8"
+    # LoRA's grid chose its largest lr: the full-budget arm inherits the warning
+    assert "59.0 ± 1.0 (n=3: 58.0, 59.0, 60.0; lr 0.01, at the grid's edge)" in r.ours
+    assert row(tmp_path, "10. prefix vs LoRA, q and v, rank 4 (shared").ours.startswith("not run yet")

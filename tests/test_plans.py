@@ -11,7 +11,7 @@ import time
 import pytest
 
 from experiments.plans import Clock, Job, collect, eval_name, load_plan, plan_jobs, run_jobs
-from experiments.reports.study import params
+from experiments.reports.study import markdown, params
 
 PLAN = {
     "mixture": ["a=corpus/a:1"],
@@ -254,7 +254,6 @@ def test_the_report_adds_what_making_a_model_cost_to_its_task_training(tmp_path)
 
 def test_arms_name_their_runs_and_get_their_own_lr_choice(tmp_path):
     """Evaluations with the same task and method but other settings ("arm") are run and reported apart."""
-    from experiments.reports.study import markdown
     evs = [{"task": "e2e", "method": "prefix", "arm": "len1", "lrs": [1e-3], "seeds": [0, 1], "args": {"prefix_len": 1}},
            {"task": "e2e", "method": "prefix", "arm": "len20", "lrs": [1e-3, 3e-3], "seeds": [0],
             "args": {"prefix_len": 20}}]
@@ -274,9 +273,23 @@ def test_arms_name_their_runs_and_get_their_own_lr_choice(tmp_path):
     assert by_arm["len1"]["scores"] == [30.0, 0.5] and by_arm["len1"]["n"] == 2
     text = markdown({**result, "models": []}, tmp_path)
     assert "| s | len1 | 0.001 |" in text and "(30.0, 0.5)" in text
-    assert "| 2 |  | 100 / 10 |" in text  # what the arm trains / keeps, from its runs
+    assert "| 2 |  |  | 100 / 10 |" in text  # what the arm trains / keeps, from its runs
     # 3e-3 is the largest lr len20 tried: the report flags it, so that the grid is widened before comparing
     assert "| s | len20 | 0.003 (edge) |" in text and "(edge): the dev loss chose the smallest or the largest" in text
+
+
+def test_each_arm_is_compared_with_the_fine_tuning_arm_of_its_own_data_and_budget(tmp_path):
+    short, long = {"max_train": 500, "epochs": 2}, {"max_train": 500, "epochs": 10}
+    evals = [{"task": "e2e", "method": m, "arm": f"{m}-{name}", "lrs": [1e-3], "seeds": [0, 1], "args": args}
+             for name, args in (("short", short), ("long", long)) for m in ("prefix", "finetune")]
+    plan = {"sizes": [{"name": "s"}], "evals": evals}
+    for ev, scores in zip(evals, ((30.0, 32.0), (50.0, 52.0), (42.0, 44.0), (40.0, 42.0))):
+        for seed, score in enumerate(scores):
+            write_run(tmp_path, plan["sizes"][0], ev, 1e-3, seed, dev=1.0, score=score)
+    text = markdown({**collect(plan, tmp_path), "models": []}, tmp_path)
+    assert "| s | prefix-short | 0.001 | 0.001: 1.000 | 31.0 ± 1.4 (30.0, 32.0) | 2 | -20.0 (se 1.4) |" in text
+    assert "| s | prefix-long | 0.001 | 0.001: 1.000 | 43.0 ± 1.4 (42.0, 44.0) | 2 | +2.0 (se 1.4) |" in text
+    assert "| s | finetune-long | 0.001 | 0.001: 1.000 | 41.0 ± 1.4 (40.0, 42.0) | 2 |  |" in text
 
 
 def test_an_arm_can_take_its_lr_from_a_cheap_grid_on_a_subset(tmp_path):

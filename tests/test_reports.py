@@ -42,3 +42,35 @@ def test_plots_and_report_from_result_files(tmp_path):
     assert "| 10 | 11.0 | 11.0 |" in report  # depth gap: E2E 52 - 41, SST-2 81 - 70
     assert "at 0 of 1 lengths the SST-2 gap is the larger one" in report
     assert "not run" in report  # no fine-tuning runs were written
+
+
+def test_the_table1_report_shows_the_full_budget_arms_the_grids_and_the_papers(tmp_path):
+    """A Table 1 from synthetic result files: each full-budget arm at the lr its grid chose on dev loss, with the five
+    metrics over its seeds, its share of parameters and each seed's best epoch; the grid arms apart; the papers'
+    rows; and the Pareto figure."""
+    from experiments.plans import load_plan
+    from experiments.plans.spec import eval_name
+    from experiments.reports.study import report
+    evals = [{"task": "e2e", "method": "lora", "arm": "lora-grid", "lrs": [1e-3, 3e-3], "seeds": [0]},
+             {"task": "e2e", "method": "lora", "arm": "lora", "lr_from": "lora-grid", "seeds": [0, 1]}]
+    (tmp_path / "plan.json").write_text(json.dumps({"title": "T", "plot": "bars", "report": "table1",
+                                                    "sizes": [{"name": "g", "checkpoint": "ckpt"}], "evals": evals}))
+    plan = load_plan(tmp_path / "plan.json")
+    runs = [(evals[0], 1e-3, 0, 2.0, 40.0, [2.0]), (evals[0], 3e-3, 0, 1.5, 30.0, [1.5]),  # dev loss picks 3e-3
+            (evals[1], 3e-3, 0, 1.2, 50.0, [1.4, 1.2, 1.3]), (evals[1], 3e-3, 1, 1.1, 54.0, [1.3, 1.2, 1.1])]
+    for ev, lr, seed, dev, bleu, by_epoch in runs:
+        d = tmp_path / "results" / eval_name(plan["sizes"][0], ev, lr, seed)
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({
+            "best_dev_loss": dev, "dev_loss": by_epoch, "bleu": bleu, "nist": 7.0, "meteor": 40.0, "rouge_l": 60.0,
+            "cider": 2.0, "trainable_params": 200, "kept_params": 200, "total_params": 100_000,
+            "train_seconds": 100.0, "decode_seconds": 20.0}))
+    report(plan, tmp_path)
+    text = (tmp_path / "RESULTS.md").read_text()
+    table1 = text.split("## Table 1")[1]
+    full, grid = table1.split("### The grid arms")
+    assert ("| g | LoRA (lora) | 0.003 | 2 | 52.0 ± 2.8 | 7.00 ± 0.00 | 40.0 ± 0.0 | 60.0 ± 0.0 | 2.00 ± 0.00 | – | 0.2 | "
+            "0.2 | 2, 3 | 120 ± 0 |") in full
+    assert "| g | LoRA (lora-grid) | 0.003 | 1 | 30.0 |" in grid  # the grid's choice: dev loss, not test BLEU
+    assert "| Li & Liang | prefix | 70.3 | 8.82 |" in grid and "| LoRA paper | lora | 70.4 |" in grid
+    assert (tmp_path / "pareto.png").stat().st_size > 1000

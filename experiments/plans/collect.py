@@ -7,7 +7,10 @@ import statistics
 from pathlib import Path
 
 from .. import tasks
-from .spec import arm, fmt_lr, model_dir, run_name
+from .spec import arm, eval_args, fmt_lr, model_dir, run_name
+
+# the settings that say what data an arm trains on and for how long (not how its method is set up)
+BUDGET = ("max_train", "train_sample", "epochs", "batch_size", "warmup_steps", "patience", "max_dev")
 
 
 def mean_of(values: list) -> float | None:
@@ -30,7 +33,8 @@ def collect(plan: dict, out: Path) -> dict:
             runs += [r for rows in by_lr.values() for r in rows]
             row = chosen(ev, size, by_lr, pre)
             if row is not None:
-                table.append(row)
+                # what the arm's data and budget are, to pair it with the fine-tuning arm of the same ones
+                table.append({**row, "budget": {k: v for k, v in eval_args(plan, ev).items() if k in BUDGET}})
     return {"runs": runs, "table": table}
 
 
@@ -72,6 +76,7 @@ def chosen(ev: dict, size: dict, by_lr: dict[float, list[dict]], pre: dict | Non
             "dev_loss": statistics.mean(r["best_dev_loss"] for r in rows),
             "lr_from": ev.get("lr_from"),  # the arm whose grid chose this arm's lr (None: its own)
             "best_epochs": [best_epoch(r["metrics"]) for r in rows],
+            "steps": mean_of([r["metrics"].get("steps") for r in rows]),  # optimizer steps, early stopping included
             "train_tokens": mean_of([r["metrics"].get("train_tokens") for r in rows]),
             "train_seconds": mean_of([r["metrics"].get("train_seconds") for r in rows]),
             # the task's report columns (E2E: slot errors; WebNLG: BLEU on seen and unseen categories)

@@ -191,7 +191,7 @@ def adaptation(ax, adapt: Plan) -> None:
 def figure(plans: list[Plan] | None = None):
     """The findings as one figure of eight panels (the table's rows, drawn); returns the matplotlib figure."""
     import matplotlib.pyplot as plt
-    full, low, web, abl, adapt = plans or load()
+    full, low, web, abl, adapt = (plans or load())[:5]
     fig, axes = plt.subplots(2, 4, figsize=(20, 9.5))
     (a_full, a_sst, a_low, a_web), (a_len, a_pos, a_rep, a_adapt) = axes
     full_data(a_full, a_sst, full)

@@ -12,6 +12,8 @@ chosen on dev loss from its own grid, the same data and steps for the arms compa
     studies/findings      4-8  length, depth, infix, reparameterization, parameters;
                                the bfloat16 vs float32 frozen base
     studies/adaptation    9  ours, not the paper's: adapting the base on task text
+    studies/table1        10 Table 1: prefix vs fine-tuning at the paper's budget (5 epochs), vs LoRA,
+                               adapters and FT-top2, on the shipped and the shared-adapted base
 
 each run with `python -m experiments.plans run <study>`. A finding whose runs are missing says so and
 names the command; it is never filled from runs made with other settings.
@@ -32,12 +34,12 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paper import E2E, WEBNLG
+from ..paper import E2E, LORA_PAPER, TABLE1, WEBNLG
 from ..paper import EMBEDDING as PAPER_EMBEDDING
 from ..paper import EVERY as PAPER_EVERY
 from ..paper import INFIX as PAPER_INFIX
 from ..plans.collect import at_edge, collect
-from ..plans.spec import STUDIES, fmt_lr, load_plan
+from ..plans.spec import STUDIES, fmt_lr, load_plan, lr_source
 from ..plans.spec import arm as arm_name
 
 
@@ -51,7 +53,7 @@ CLOSE, CLOSE_SEEDS = 3.0, 5  # arms closer than 3 points need 5 seeds
 FIGURE = "paper-findings.png"  # beside studies/RESULTS.md
 
 
-PLANS = ("fulldata", "lowdata", "webnlg", "findings", "adaptation")  # studies, in the order of the findings
+PLANS = ("fulldata", "lowdata", "webnlg", "findings", "adaptation", "table1")  # studies, in the order of the findings
 
 
 @dataclass
@@ -111,10 +113,10 @@ class Plan:
         ev = next((e for e in self.plan["evals"] if e["task"] == task and arm_name(e) == arm), None)
         if not rows or ev is None:
             return None
-        row = rows[0]
+        row, grid = rows[0], lr_source(self.plan, ev)  # the grid that chose the lr: the arm's own, or lr_from's
         first = {r["lr"] for r in self.result["runs"] if (r["task"], r["arm"], r["size"], r["seed"]) ==
-                 (task, arm, size, ev["seeds"][0])}
-        if not set(ev["lrs"]) <= first:
+                 (task, arm_name(grid), size, grid["seeds"][0])}
+        if not set(grid["lrs"]) <= first:
             return None
         runs = [r for r in self.result["runs"] if r["task"] == task and r["arm"] == arm and r["size"] == row["size"]
                 and r["lr"] == row["chosen_lr"] and r["seed"] in row["seeds"]]
@@ -122,7 +124,8 @@ class Plan:
         if any(v is None for v in values):
             return None
         learning = sum(still_learning(r["metrics"].get("dev_loss")) for r in runs)
-        return Arm(arm, row["chosen_lr"], values, at_edge(row), len(ev["seeds"]), learning)
+        chose = next(r for r in self.result["table"] if (r["task"], r["arm"], r["size"]) == (task, arm_name(grid), size))
+        return Arm(arm, row["chosen_lr"], values, at_edge(chose), len(ev["seeds"]), learning)
 
     def first_seed_by_lr(self, task: str, arm: str) -> list[tuple[float, float]]:
         """(lr, test score) of the first seed at every lr of the grid, by lr (how much the lr matters)."""
@@ -145,7 +148,8 @@ class Plan:
                 chosen = next((r["chosen_lr"] for r in self.result["table"] if (r["size"], r["task"], r["arm"])
                                == (size["name"], ev["task"], arm_name(ev))), None)
                 for seed in ev["seeds"]:
-                    lrs = [chosen] if seed != ev["seeds"][0] and ev.get("later_seeds") == "chosen_lr" else ev["lrs"]
+                    later = seed != ev["seeds"][0] and ev.get("later_seeds") == "chosen_lr"
+                    lrs = [chosen] if later or ev.get("lr_from") else ev["lrs"]
                     if chosen is None or any((lr, seed) not in done for lr in lrs):
                         return False
         return True
@@ -201,9 +205,12 @@ def no_claim(a: Arm, b: Arm) -> str:
     return f"not in the paper: {d:+.1f}, se {se:.1f}"
 
 
-def missing(finding: str, paper: str, plan: Plan, what: str, task: str = "e2e", arms: tuple[str, ...] = ()) -> Row:
-    """A row without numbers: "not finished yet" where some of `arms`' runs on `task` exist, else "not run yet"."""
-    started = any(r["task"] == task and r["arm"] in arms for r in plan.result["runs"])
+def missing(finding: str, paper: str, plan: Plan, what: str, task: str = "e2e", arms: tuple[str, ...] = (),
+            sizes: tuple[str | None, ...] = (None,)) -> Row:
+    """A row without numbers: "not finished yet" where some of `arms`' runs on `task` exist (on one of the models
+    `sizes`; None: any), else "not run yet"."""
+    started = any(r["task"] == task and r["arm"] in arms and (None in sizes or r["size"] in sizes)
+                  for r in plan.result["runs"])
     return Row(finding, paper, f"{'not finished yet' if started else 'not run yet'} ({what})", "–", plan.link())
 
 
@@ -212,8 +219,11 @@ def pair(finding: str, paper: str, plan: Plan, task: str, a: str, b: str, verdic
     """A row comparing arm a with arm b of one plan (on the plan's first model, or on `sizes`)."""
     x, y = plan.arm(task, a, metric, sizes[0]), plan.arm(task, b, metric, sizes[1])
     names = [f"{s} {n}" if s else n for s, n in zip(sizes, (a, b))]
-    if x is None or y is None:  # name only the arms still short of runs
-        return missing(finding, paper, plan, ", ".join(n for n, v in zip(names, (x, y)) if v is None), task, (a, b))
+    if x is None or y is None:  # name only the arms still short of runs; their grids' runs count as started
+        grids = tuple(arm_name(lr_source(plan.plan, e)) for e in plan.plan["evals"] if e["task"] == task
+                      and arm_name(e) in (a, b))
+        return missing(finding, paper, plan, ", ".join(n for n, v in zip(names, (x, y)) if v is None), task,
+                       (a, b, *grids), sizes)
     return Row(finding, paper, f"{x.text()} vs {y.text()}", verdict(x, y), f"{plan.link()}: {', '.join(names)}")
 
 
@@ -312,7 +322,7 @@ def load(root: Path = Path("."), links: str = "") -> list[Plan]:
 
 def rows(root: Path = Path("."), links: str = "", plans: list[Plan] | None = None) -> list[Row]:
     """Every finding's row, from `plans` (default: `load(root, links)`)."""
-    full, low, web, abl, adapt = plans or load(root, links)
+    full, low, web, abl, adapt, table1 = plans or load(root, links)
     out = [pair("1. prefix ≥ fine-tuning, full data, 2 epochs (E2E BLEU)", f"{E2E['prefix']} vs {E2E['finetune']}", full, "e2e",
                 "prefix", "finetune", at_least),
            pair("1. prefix ≥ fine-tuning, full data, 2 epochs (SST-2 accuracy)", "no SST-2 in the paper; "
@@ -344,6 +354,27 @@ def rows(root: Path = Path("."), links: str = "", plans: list[Plan] | None = Non
     out.append(parameters(abl))
     out.append(pair("9. adapting the base once on all tasks' unlabeled text, then prefix (E2E BLEU)", "–", adapt,
                     "e2e", "prefix", "prefix", no_claim, sizes=("shared", "none")))
+    return out + baselines(table1)
+
+
+def baselines(plan: Plan) -> list[Row]:
+    """Finding 10, Table 1 at the paper's budget: prefix vs fine-tuning, adapters, FT-top2 and LoRA, on the shipped
+    base and on the one adapted on the tasks' unlabeled text."""
+    out = []
+    for size, base in (("gutenberg", "shipped base"), ("shared", "shared-adapted base")):
+        sizes = (size, size)
+        out += [pair(f"10. prefix ≥ fine-tuning at the paper's budget, up to 5 epochs ({base}, E2E BLEU)",
+                     f"{E2E['prefix']} vs {E2E['finetune']}", plan, "e2e", "prefix", "finetune", at_least, sizes=sizes),
+                 pair(f"10. prefix > adapter at ~0.1% ({base}, E2E BLEU)",
+                      f"{E2E['prefix']} vs {TABLE1['adapter-0.1']['bleu']}", plan, "e2e", "prefix", "adapter-0.1",
+                      higher, sizes=sizes),
+                 pair(f"10. prefix vs adapter at ~3% ({base}, E2E BLEU)", "–", plan, "e2e",
+                      "prefix", "adapter-3", no_claim, sizes=sizes),
+                 pair(f"10. prefix vs FT-top2 ({base}, E2E BLEU)", "–", plan, "e2e", "prefix",
+                      "fttop2", no_claim, sizes=sizes),
+                 pair(f"10. prefix vs LoRA, q and v, rank 4 ({base}, E2E BLEU)",
+                      f"LoRA paper: {LORA_PAPER['prefix'][0]} vs {LORA_PAPER['lora'][0]}", plan, "e2e", "prefix",
+                      "lora", no_claim, sizes=sizes)]
     return out
 
 

@@ -113,6 +113,19 @@ def extra_columns(columns: tuple[str, ...]) -> list[tuple[str, object]]:
                   if k not in ("slot_error_rate", "bleu_seen", "bleu_unseen")]
 
 
+def gap_to_finetuning(row: dict, rows: list[dict]) -> str:
+    """The arm's mean minus that of the fine-tuning arm on the same model, data and budget (settings
+    `collect.BUDGET`), with its standard error; nothing for fine-tuning itself or where there is no such arm."""
+    same = [f for f in rows if f["method"] == "finetune" and f["size"] == row["size"]
+            and f.get("budget") == row.get("budget")]
+    if row["method"] == "finetune" or len(same) != 1:
+        return ""
+    ft = same[0]
+    se = ((row["sd"] or 0) ** 2 / row["n"] + (ft["sd"] or 0) ** 2 / ft["n"]) ** 0.5
+    return f"{row['mean'] - ft['mean']:+.1f} (se {se:.1f})" if row["n"] > 1 and ft["n"] > 1 else \
+        f"{row['mean'] - ft['mean']:+.1f}"
+
+
 def task_table(result: dict, task: str) -> list[str]:
     """One task's arms at their dev-chosen lr (nothing if the task has none), with the task's own columns (E2E:
     slot errors; WebNLG: BLEU on seen and unseen categories, and what the paper found there)."""
@@ -121,19 +134,19 @@ def task_table(result: dict, task: str) -> list[str]:
         return []
     columns = tasks.get(task).columns
     extra = extra_columns(columns)
-    ft = {r["size"]: r["mean"] for r in rows if r["method"] == "finetune"}
     lines = ["", f"## {task.upper()}: test {tasks.primary(task)[1]}", "",
              "| model | arm | chosen lr | dev loss by lr (on the seeds every lr ran) | test: mean ± sd (each seed) | n "
-             "| prefix − fine-tuning | parameters trained / kept |" + "".join(f" {h} |" for h, _ in extra),
-             "|---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
+             "| − fine-tuning (same data and budget) | steps (mean) | parameters trained / kept |"
+             + "".join(f" {h} |" for h, _ in extra), "|---|---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
     for r in rows:
-        gap = f"{r['mean'] - ft[r['size']]:+.1f}" if r["method"] == "prefix" and r["size"] in ft else ""
+        gap = gap_to_finetuning(r, rows)
         dev = ", ".join(f"{k}: {v:.3f}" for k, v in r["dev_loss_by_lr"].items())
         dev = f"lr from {r['lr_from']}; this arm: {dev}" if r.get("lr_from") else dev
         cells = "".join(f" {v} |" if v else " |" for v in (cell(r) for _, cell in extra))
         edge = " (edge)" if at_edge(r) else ""
+        steps = "" if r.get("steps") is None else f"{r['steps']:,.0f}"
         lines.append(f"| {r['size']} | {arm(r)} | {r['chosen_lr']:g}{edge} | {dev} | {r['mean']:.1f}{sd(r)} "
-                     f"({', '.join(f'{v:.1f}' for v in r['scores'])}) | {r['n']} | {gap} | {params(r)} |{cells}")
+                     f"({', '.join(f'{v:.1f}' for v in r['scores'])}) | {r['n']} | {gap} | {steps} | {params(r)} |{cells}")
     if "bleu_unseen" in columns:
         paper = ", ".join(f"{name} {WEBNLG[m]['seen']} / {WEBNLG[m]['unseen']} / {WEBNLG[m]['all']}"
                           for m, name in (("finetune", "fine-tuning"), ("prefix", "prefix")))
@@ -252,6 +265,10 @@ def report(plan: dict, out: Path) -> dict:
     atomic_write(out / f"{out.name}.json", lambda t: Path(t).write_text(json.dumps(result, indent=2) + "\n"))
     (bars if plan.get("plot") == "bars" else plot)(result, out / f"{out.name}.png")
     text = markdown(result, out, plan.get("title", "Scale curve"))
+    if plan.get("report") == "table1":  # the paper's Table 1 and a Pareto figure (experiments/reports/table1.py)
+        from . import table1
+        table1.pareto(result, out / table1.FIGURE)
+        text += "\n".join(table1.lines(result)) + "\n"
     atomic_write(out / "RESULTS.md", lambda t: Path(t).write_text(text))
     print(f"{'model':<14} {'non-emb':>9} {'tokens':>8}  val loss by source")
     for s in sizes:
