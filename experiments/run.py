@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -24,7 +25,7 @@ from minigpt import EOT, GPT, GPTConfig, load_tokenizer
 from minigpt import fast
 from minigpt.fast.allocator import keep_freed_memory
 from minigpt.runtime import rank_and_world
-from minigpt.io import CheckpointError
+from minigpt.io import CheckpointError, ProcessLock
 from minigpt.weights import load_config, local_checkpoint, read_config
 from prefix.parts import base_parameter_count
 
@@ -115,13 +116,22 @@ def check_lengths(cfg: ExperimentConfig, base: GPT, train_lengths: list[int], te
 
 
 def run(cfg: ExperimentConfig) -> dict:
-    out, run_dir = Path(cfg.results_dir) / cfg.run_name, Path(cfg.runs_dir) / cfg.run_name
+    run_dir = Path(cfg.runs_dir) / cfg.run_name
     commit()  # read as the run starts: the code it runs, even if the checkout moves on while it trains
     resolved = resolve_base(cfg)  # the base's folder and shape, read once; the depth checked against them
     try:
         this = identify(cfg, resolved.folder)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
+    master = rank_and_world()[0] == 0
+    # one process per run: a second start of the same run is refused while the first lives (minigpt.io)
+    with ProcessLock(run_dir / "lock", f"the run {cfg.run_name}") if master else nullcontext():
+        return run_locked(cfg, this, resolved, master)
+
+
+def run_locked(cfg: ExperimentConfig, this, resolved: BaseModel, master: bool) -> dict:
+    """`run`, holding the run's lock: print a finished run, else train (or resume), decode, score and write."""
+    out, run_dir = Path(cfg.results_dir) / cfg.run_name, Path(cfg.runs_dir) / cfg.run_name
     done = finished_metrics(out, this, cfg)
     if done is not None:
         print(f"{cfg.run_name}: already done with these settings, model and data ({out / 'metrics.json'}, commit "
@@ -129,7 +139,6 @@ def run(cfg: ExperimentConfig) -> dict:
               f"and {run_dir}")
         compare_with_reference(cfg, this, done)
         return done
-    master = rank_and_world()[0] == 0
     if master:
         claim_run_dir(run_dir, this, cfg)
     torch.manual_seed(cfg.seed)

@@ -40,9 +40,12 @@ def rank_and_world() -> tuple[int, int]:
 
 
 class GracefulInterrupt:
-    """While active, Ctrl-C (SIGINT) only sets `requested`, so that the loop can end its step, save the
-    training state and stop (`stop_if_requested`); a second Ctrl-C interrupts at once. Signals reach only
-    the main thread, and under torchrun every process must stop together, so it is off elsewhere."""
+    """While active, Ctrl-C (SIGINT) or SIGTERM (`kill`, `timeout`, a job scheduler) only sets `requested`, so
+    that the loop can end its step, save the training state and stop (`stop_if_requested`); a second signal
+    interrupts at once. Signals reach only the main thread, and under torchrun every process must stop
+    together, so it is off elsewhere."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
@@ -50,17 +53,22 @@ class GracefulInterrupt:
 
     def __enter__(self) -> "GracefulInterrupt":
         if self.enabled:
-            previous = signal.signal(signal.SIGINT, self._handle)
-            self.previous = signal.SIG_DFL if previous is None else previous  # None: not set from Python
+            previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+            # None: set from outside Python
+            self.previous = {s: signal.SIG_DFL if p is None else p for s, p in previous.items()}
         return self
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
-        signal.signal(signal.SIGINT, self.previous)
+        self._restore()
+
+    def _restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
     def __exit__(self, *exc) -> None:
         if self.enabled:
-            signal.signal(signal.SIGINT, self.previous)
+            self._restore()
 
     def stop_if_requested(self, log, state_file: Path) -> None:
         if self.requested:

@@ -376,9 +376,9 @@ def test_temporary_files_a_kill_left_are_removed(tmp_path, gpt2_vocab_dir):
     assert list((tmp_path / "runs").rglob("*.tmp")) == []
 
 
-def interrupted_at(step: int, monkeypatch, ctrl_c: bool) -> None:
-    """Make training stop as it starts step `step`: by Ctrl-C (SIGINT, as a terminal sends it) or by an
-    exception (as a kill leaves things: nothing runs after it)."""
+def interrupted_at(step: int, monkeypatch, ctrl_c: bool, sig: int = signal.SIGINT) -> None:
+    """Make training stop as it starts step `step`: by Ctrl-C (SIGINT, as a terminal sends it) or SIGTERM (as
+    `kill` and `timeout` send it), or by an exception (as a kill -9 leaves things: nothing runs after it)."""
     real, calls = train_mod.linear_schedule, {"n": 0}
 
     def schedule(*a):
@@ -386,18 +386,19 @@ def interrupted_at(step: int, monkeypatch, ctrl_c: bool) -> None:
         if calls["n"] == step:
             if not ctrl_c:
                 raise KeyboardInterrupt
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), sig)
         return real(*a)
     monkeypatch.setattr(train_mod, "linear_schedule", schedule)
 
 
-def test_ctrl_c_saves_the_training_state_and_resuming_equals_no_interrupt(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_the_training_state_and_resuming_equals_no_interrupt(tmp_path, monkeypatch, sig):
     cfg = SimpleNamespace(**{**CFG, "ckpt_every": 100})  # no regular checkpoint before the interrupt
     model, tuner, pairs = setup()
     fit(tuner, LMObjective(model, 0), pairs, pairs[:4], cfg, tmp_path / "a", log=lambda x: None)
     straight = trained(tuner)
     model, tuner, pairs = setup()
-    interrupted_at(5, monkeypatch, ctrl_c=True)
+    interrupted_at(5, monkeypatch, ctrl_c=True, sig=sig)
     (tmp_path / "b").mkdir()
     with pytest.raises(KeyboardInterrupt):
         fit(tuner, LMObjective(model, 0), pairs, pairs[:4], cfg, tmp_path / "b", log=lambda x: None)

@@ -45,7 +45,7 @@ import json
 import time
 from pathlib import Path
 
-from minigpt.io import atomic_write
+from minigpt.io import ProcessLock, atomic_write
 
 from ..reports.study import report
 from ..results import pack_predictions
@@ -142,12 +142,29 @@ def main(argv: list[str] | None = None) -> None:
         if jobs < 1 or (args.deadline is not None and not args.deadline > 0):
             raise SystemExit("--jobs must be >= 1 and --deadline > 0")
         out.mkdir(parents=True, exist_ok=True)
-        if out.resolve() != home.resolve():  # elsewhere: a record of the plan that ran
-            atomic_write(out / "plan.json", lambda t: Path(t).write_text(json.dumps(plan, indent=2) + "\n"))
-        if "mixture" in plan:
-            tokenize(plan)  # once, here: the pretraining jobs then all read the same cache
-        run_jobs(plan_jobs(plan, out), out, jobs, end, threads=args.threads, start_late=args.start_late)
+        with ProcessLock(out / "lock", f"a plan into {out}"):  # one runner per output folder
+            if out.resolve() != home.resolve():  # elsewhere: a record of the plan that ran
+                atomic_write(out / "plan.json", lambda t: Path(t).write_text(json.dumps(plan, indent=2) + "\n"))
+            if "mixture" in plan:
+                tokenize(plan)  # once, here: the pretraining jobs then all read the same cache
+            ran = run_jobs(plan_jobs(plan, out), out, jobs, end, threads=args.threads, start_late=args.start_late)
+        write_report(plan, out)
+        failed = [j for j in ran if j.status == "failed"]
+        if failed:
+            raise SystemExit(f"error: {len(failed)} of {len(ran)} jobs failed: " + "; ".join(
+                f"{j.name} ({last_line(out / 'logs' / f'{j.name}.log')}; log {out / 'logs' / f'{j.name}.log'})"
+                for j in failed[:5]) + ("; ..." if len(failed) > 5 else ""))
+        return
     write_report(plan, out)
+
+
+def last_line(log: Path) -> str:
+    """The last non-empty line of a job's log (where a failing run says why), cut to 200 characters."""
+    try:
+        lines = [x.strip() for x in log.read_text(errors="replace").replace("\r", "\n").splitlines() if x.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:200] if lines else "empty log"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Running a plan's jobs: dependencies first, a few at a time, within a deadline; Ctrl-C saves every run."""
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -8,16 +9,30 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from minigpt.io import atomic_write
 
 from .jobs import Clock, Job
 
 
-def hear_ctrl_c() -> None:
-    """In a job's process before it starts: take Ctrl-C (SIGINT) as Python does by default, even where the sweep
-    was started in the background (`cmd &`), which makes its children ignore SIGINT."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def job_setup(runner: int) -> Callable[[], None]:
+    """What a job's process does before it starts: take Ctrl-C (SIGINT) as Python does by default, even where the
+    sweep was started in the background (`cmd &`), which makes its children ignore SIGINT; and, on Linux, have
+    the kernel send it SIGTERM (on which training saves its state and stops, as on Ctrl-C) when the runner
+    (`runner`, its pid) dies, even by `kill -9`: no job runs on as an orphan that a rerun would duplicate."""
+    def setup() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):  # not Linux: the lock still refuses a second runner
+            return
+        if os.getppid() != runner:  # the runner died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+    return setup
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def sigterm_as_ctrl_c(signum, frame):
@@ -95,7 +110,7 @@ class Runner:
         j.status, j.started = "running", time.time()
         with open(self.out / "logs" / f"{j.name}.log", "a") as log:
             self.running[j.name] = subprocess.Popen(j.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                                    start_new_session=True, preexec_fn=hear_ctrl_c)
+                                                    start_new_session=True, preexec_fn=job_setup(os.getpid()))
         self.say(f"started {j.name}")
 
     def schedule(self) -> None:

@@ -1,0 +1,92 @@
+"""Nothing runs twice, nothing is orphaned, a failing plan says why: one process per run and per plan (a lock the
+kernel releases however its holder ends), a plan runner's jobs die with it, and a plan whose jobs fail exits
+with an error naming each and the last line of its log."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments.plans.__main__ import main as plans_main
+from experiments.run import main as run
+from minigpt.io import ProcessLock
+from test_experiment_run import gpt2_vocab_dir, tiny  # noqa: F401 (a fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def holder(lock: Path) -> subprocess.Popen:
+    """Another process that takes `lock` and keeps it until killed."""
+    code = ("import sys, time; from minigpt.io import ProcessLock\n"
+            f"with ProcessLock(__import__('pathlib').Path({str(lock)!r}), 'x'):\n"
+            "    print('locked', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_process_is_refused_by_name_and_a_killed_holder_blocks_nothing(tmp_path):
+    proc = holder(tmp_path / "lock")
+    try:
+        with pytest.raises(SystemExit, match=f"the run r is already running \\(pid {proc.pid}: "):
+            with ProcessLock(tmp_path / "lock", "the run r"):
+                pass
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no clean-up runs: the kernel drops the lock with the process
+        proc.wait()
+    with ProcessLock(tmp_path / "lock", "the run r"):  # taken over at once
+        assert f"pid {os.getpid()}" in (tmp_path / "lock").read_text()
+
+
+def test_the_same_run_started_twice_is_refused_while_the_first_lives(tmp_path, gpt2_vocab_dir):
+    args = tiny(tmp_path, gpt2_vocab_dir)
+    from experiments.config import parse_cli
+    name = parse_cli(args).run_name
+    proc = holder(tmp_path / "runs" / name / "lock")  # as a first `make experiment` holds it while training
+    try:
+        with pytest.raises(SystemExit, match=f"the run {name} is already running"):
+            run(args)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (tmp_path / "results" / name).exists()  # the refused start wrote nothing
+    assert run(args)["n_test"] == 3  # once the first is gone the run goes ahead
+
+
+def test_a_plan_runners_jobs_die_with_it_even_on_kill_9(tmp_path):
+    marker = tmp_path / "job-heard-sigterm"
+    job = (f"import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').write('x'), "
+           "sys.exit(0))); print('up', flush=True); time.sleep(60)")
+    code = ("import sys; from pathlib import Path; from experiments.plans import Job, run_jobs\n"
+            f"run_jobs([Job('j', [sys.executable, '-c', {job!r}], Path({str(tmp_path)!r}) / 'done', 60)], "
+            f"Path({str(tmp_path)!r}), 1, None, poll=0.1)")
+    runner = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    log = tmp_path / "logs" / "j.log"
+    for _ in range(300):
+        if log.exists() and "up" in log.read_text():
+            break
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    for _ in range(100):  # the kernel sends the orphan SIGTERM, on which a training job saves and stops
+        if marker.exists():
+            break
+        time.sleep(0.1)
+    assert marker.exists()
+
+
+def test_a_plan_whose_jobs_fail_exits_with_an_error_naming_them_and_why(tmp_path):
+    plan = {"sizes": [{"name": "s", "checkpoint": str(tmp_path / "no-such-model")}],
+            "evals": [{"task": "e2e", "method": "prefix", "lrs": [1e-3], "seeds": [0]}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(SystemExit) as e:
+        plans_main(["run", str(tmp_path / "plan.json"), "--out", str(tmp_path / "out")])
+    message = str(e.value)
+    assert message.startswith("error: 1 of 1 jobs failed: s-e2e-prefix-lr0.001-seed0 (") and "no-such-model" in message
+    assert str(tmp_path / "out" / "logs" / "s-e2e-prefix-lr0.001-seed0.log") in message and "\n" not in message
