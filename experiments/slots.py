@@ -55,15 +55,30 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+@lru_cache(maxsize=None)
+def word_pattern(value: str) -> tuple[str, re.Pattern]:
+    """`value` normalized, and the compiled pattern that finds it as a whole word or phrase (made once per value:
+    reports score every run's 630 outputs against the whole vocabulary)."""
+    v = normalize(value)
+    return v, re.compile(rf"(?<![\w£]){re.escape(v)}(?![\w])")
+
+
 def mentions(text: str, value: str) -> bool:
     """`value` occurs in normalized `text` as a whole word or phrase."""
-    return re.search(rf"(?<![\w£]){re.escape(normalize(value))}(?![\w])", text) is not None
+    v, pattern = word_pattern(value)
+    return v in text and pattern.search(text) is not None  # a match contains the value: test that first
+
+
+@lru_cache(maxsize=None)
+def paraphrases(value: str) -> tuple[re.Pattern, ...]:
+    """The compiled patterns of `value` and its paraphrases (SYNONYMS), each as a whole word or phrase."""
+    patterns = SYNONYMS.get(normalize(value), [re.escape(normalize(value))])
+    return tuple(re.compile(rf"(?<![\w£]){p}(?![\w])") for p in patterns)
 
 
 def expressed(text: str, value: str) -> bool:
     """`value` or one of its paraphrases (SYNONYMS) occurs in normalized `text`."""
-    patterns = SYNONYMS.get(normalize(value), [re.escape(normalize(value))])
-    return any(re.search(rf"(?<![\w£]){p}(?![\w])", text) for p in patterns)
+    return any(p.search(text) for p in paraphrases(value))
 
 
 def parse_table(table: str) -> dict[str, str]:
@@ -77,6 +92,13 @@ def parse_table(table: str) -> dict[str, str]:
     return slots
 
 
+@lru_cache(maxsize=4096)
+def table_slots(table: str) -> tuple[dict[str, str], frozenset[str]]:
+    """The table's slots (`parse_table`; read only) and its values normalized, once per table."""
+    slots = parse_table(table)
+    return slots, frozenset(normalize(v) for v in slots.values())
+
+
 @lru_cache(maxsize=4)
 def vocabulary(data_dir: str | None = None) -> tuple[str, ...]:
     """Every slot value of the E2E training tables (as the table strings write them, "£ 20 - 25") except
@@ -88,7 +110,8 @@ def vocabulary(data_dir: str | None = None) -> tuple[str, ...]:
 
 def slot_errors(output: str, table: str, data_dir: str | None = None) -> tuple[list[str], list[str]]:
     """(missing slots, added values) of one output for its linearized table."""
-    slots, text = parse_table(table), normalize(output)
+    slots, held = table_slots(table)
+    text = normalize(output)
     missing = []
     for key, value in slots.items():
         if key == "family friendly":
@@ -98,8 +121,7 @@ def slot_errors(output: str, table: str, data_dir: str | None = None) -> tuple[l
             ok = expressed(text, value)
         if not ok:
             missing.append(key)
-    held = {normalize(v) for v in slots.values()}
-    added = sorted(v for v in vocabulary(data_dir) if normalize(v) not in held and mentions(text, v)
+    added = sorted(v for v in vocabulary(data_dir) if word_pattern(v)[0] not in held and mentions(text, v)
                    and not any(mentions(h, v) for h in held))  # a word inside a held value is no addition
     return missing, added
 
