@@ -1,10 +1,14 @@
 """A run's result files, in one place: written atomically with metrics.json last (it marks the run done),
-read back, and packed to commit (predictions gzipped)."""
+read back (checked once: a report skips a damaged run with a one-line warning, or fails on it when strict),
+and packed to commit (predictions gzipped)."""
 from __future__ import annotations
 
 import gzip
 import json
+import math
+import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from minigpt.io import atomic_write
 
@@ -59,3 +63,53 @@ def write_results(out: Path, cfg, predictions: list[str], log_file: Path, metric
     log_text = log_file.read_text() if log_file.exists() else ""
     atomic_write(out / "log.jsonl", lambda t: Path(t).write_text(log_text))
     atomic_write(out / "metrics.json", lambda t: Path(t).write_text(json.dumps(metrics, indent=2) + "\n"))
+
+
+# the scores a report reads: each must be a finite number where a run records it
+SCORES = ("bleu", "nist", "meteor", "rouge_l", "cider", "accuracy", "macro_f1", "dev_accuracy", "slot_error_rate",
+          "bleu_seen", "bleu_unseen")
+STRICT = False  # reports: fail on a run folder that cannot be read, instead of skipping it (`--strict`)
+
+
+class RunRecord(NamedTuple):
+    """A finished run as a report reads it: its folder, settings (config.json; None where not asked for) and
+    metrics."""
+    folder: Path
+    config: dict | None
+    metrics: dict
+
+
+def read_json_object(path: Path) -> dict | str:
+    """The JSON object in `path`, or why it cannot be read."""
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return f"no {path.name}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{path.name} cannot be read ({type(e).__name__}: {str(e)[:80]}): cut short or not JSON"
+    return value if isinstance(value, dict) else f"{path.name} holds a {type(value).__name__}, not an object"
+
+
+def problem(metrics: dict) -> str | None:
+    """Why a run's metrics cannot be reported (a score that is not a finite number), or None."""
+    for k in SCORES:
+        v = metrics.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            return f"metrics.json has {k} = {v!r}, not a finite number"
+    return None
+
+
+def read_run(folder: Path, need_config: bool = False) -> RunRecord | None:
+    """A finished run's record, checked once; None, with a one-line warning naming the folder and why, for one
+    that cannot be reported (half-written or foreign metrics.json, no config.json where needed, a NaN score).
+    With `STRICT`, such a folder stops the report instead (SystemExit with that line)."""
+    metrics = read_json_object(folder / "metrics.json")
+    config = read_json_object(folder / "config.json") if need_config else None
+    why = next((x for x in (metrics, config) if isinstance(x, str)), None) or problem(metrics)
+    if why is None:
+        return RunRecord(folder, config, metrics)
+    line = f"{folder}: {why}"
+    if STRICT:
+        raise SystemExit(f"error: {line} (fix or remove that folder, or report without --strict to skip it)")
+    print(f"warning: skipped {line}", file=sys.stderr)
+    return None

@@ -90,3 +90,49 @@ def test_a_plan_whose_jobs_fail_exits_with_an_error_naming_them_and_why(tmp_path
     message = str(e.value)
     assert message.startswith("error: 1 of 1 jobs failed: s-e2e-prefix-lr0.001-seed0 (") and "no-such-model" in message
     assert str(tmp_path / "out" / "logs" / "s-e2e-prefix-lr0.001-seed0.log") in message and "\n" not in message
+
+
+BAD = {"half-written": ('{"bleu": 51.2, "ni', "cut short or not JSON"),
+       "foreign": ('{"bleu": 50.0, "nist": 7.0}', None),  # another tool's record: no machine, no commit: reported
+       "nan": ('{"bleu": NaN, "nist": 7.0}', "bleu = nan, not a finite number"),
+       "list": ("[1, 2]", "holds a list, not an object")}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_a_report_skips_a_bad_run_folder_by_name_or_fails_on_it_when_strict(tmp_path, case, capsys):
+    from experiments import results
+    from experiments.config import load_config
+    from experiments.reports.sweeps import main as plots
+    text, why = BAD[case]
+    for seed, name in ((0, "good"), (1, "bad")):
+        cfg = load_config(overrides={"seed": seed})
+        d = tmp_path / "results" / name
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps(cfg.to_dict()))
+        (d / "metrics.json").write_text(json.dumps({"bleu": 50.0, "nist": 7.0, "commit": "abc", "machine": {
+            "cpus": 2, "processor": "x86_64", "torch": "2.13"}}) if name == "good" else text)
+    (tmp_path / "results" / "no-config").mkdir()
+    (tmp_path / "results" / "no-config" / "metrics.json").write_text('{"bleu": 40.0}')
+    plots(["--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert f"warning: skipped {tmp_path / 'results' / 'no-config'}: no config.json" in err
+    report = (tmp_path / "results" / "RESULTS.md").read_text()
+    if why is None:  # readable: reported, its machine unrecorded
+        assert "2 runs" in report and "unrecorded machine" in report
+        return
+    assert f"warning: skipped {tmp_path / 'results' / 'bad'}: " in err and why in err and "1 runs" in report
+    with pytest.raises(SystemExit, match=f"error: {tmp_path / 'results' / 'bad'}: .*{why}"):
+        plots(["--results", str(tmp_path / "results"), "--strict"])
+    results.STRICT = False
+
+
+def test_the_same_run_under_two_folder_names_counts_once(tmp_path, capsys):
+    from experiments.config import load_config
+    from experiments.reports.sweeps import load_results
+    for name in ("a", "b"):
+        cfg = load_config(overrides={"name": name})  # a bookkeeping setting: the same run
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg.to_dict()))
+        (tmp_path / name / "metrics.json").write_text('{"bleu": 50.0}')
+    assert [r["run"] for r in load_results(tmp_path)] == ["a"]
+    assert f"{tmp_path / 'b'} is the same run as {tmp_path / 'a'}" in capsys.readouterr().err

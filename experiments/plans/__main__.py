@@ -48,6 +48,7 @@ from pathlib import Path
 from minigpt.io import ProcessLock, atomic_write
 
 from ..reports.study import report
+from .. import results as result_files
 from ..results import pack_predictions
 from .jobs import Clock, plan_jobs, tokenize
 from .runner import run_jobs
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for every run (e.g. max_train=500; repeatable); needs --out, so that runs with "
                    "other settings never mix with the study's")
+    p.add_argument("--strict", action="store_true", help="report: fail on a run folder that cannot be read (half-"
+                   "written or foreign metrics.json, a NaN score) instead of skipping it with a warning")
     return p.parse_args(argv)
 
 
@@ -128,6 +131,7 @@ def write_report(plan: dict, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    result_files.STRICT = args.strict
     end = None if args.deadline is None else time.time() + args.deadline
     plan = narrowed(args)
     home = plan_file(args.study).parent

@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 from .. import tasks
+from ..results import read_run
 from .spec import arm, eval_args, fmt_lr, model_dir, run_name
 
 # the settings that say what data an arm trains on and for how long (not how its method is set up)
@@ -45,8 +46,9 @@ def finished_runs(plan: dict, size: dict, ev: dict, out: Path) -> dict[float, li
     for lr in ev["lrs"]:
         for seed in ev["seeds"]:
             f = out / "results" / run_name(plan, size, ev, lr, seed, out) / "metrics.json"
-            if f.exists():
-                m = json.loads(f.read_text())
+            record = read_run(f.parent) if f.exists() else None
+            if record is not None:
+                m = record.metrics
                 row = {"size": size["name"], "task": ev["task"], "method": ev["method"], "arm": arm(ev), "lr": lr,
                        "seed": seed, "best_dev_loss": m.get("best_dev_loss"), "score": m.get(task.metric[0]),
                        "metrics": m, **(task.rescore(f.parent) if task.rescore else {})}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..results import read_run
 from .spec import arm, eval_command, flag, lr_source, model_dir, model_job, run_name
 
 
@@ -137,8 +138,9 @@ def chosen_by_first_seed(plan: dict, out: Path, size: dict, ev: dict, lr: float)
     def wanted() -> bool:
         dev = {}
         for x in ev["lrs"]:
-            m = json.loads((out / "results" / run_name(plan, size, ev, x, ev["seeds"][0], out) / "metrics.json").read_text())
-            if m.get("best_dev_loss") is not None and math.isfinite(m["best_dev_loss"]):
+            record = read_run(out / "results" / run_name(plan, size, ev, x, ev["seeds"][0], out))
+            m = record.metrics if record else {}  # a damaged record (named in a warning) chooses nothing
+            if isinstance(m.get("best_dev_loss"), (int, float)) and math.isfinite(m["best_dev_loss"]):
                 dev[x] = m["best_dev_loss"]
         return bool(dev) and min(dev, key=dev.get) == lr
     return wanted

@@ -38,6 +38,7 @@ from ..paper import E2E, LORA_PAPER, TABLE1, WEBNLG
 from ..paper import EMBEDDING as PAPER_EMBEDDING
 from ..paper import EVERY as PAPER_EVERY
 from ..paper import INFIX as PAPER_INFIX
+from .. import results as result_files
 from ..plans.collect import at_edge, collect
 from ..plans.spec import STUDIES, fmt_lr, load_plan, lr_source
 from ..plans.spec import arm as arm_name
@@ -418,9 +419,12 @@ def write_report(root: Path = Path(".")) -> Path:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=".", help="the project folder the studies' outputs are under")
+    p.add_argument("--strict", action="store_true", help="fail on a run folder that cannot be read instead of "
+                   "skipping it with a warning")
     p.add_argument("--plot", default=None, help="also draw the findings to this PNG (make plots writes "
                    "studies/paper-findings.png)")
     args = p.parse_args(argv)
+    result_files.STRICT = args.strict
     plans = load(Path(args.root))
     print(markdown(Path(args.root), plans=plans), end="")
     if args.plot:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ from minigpt.io import atomic_write  # noqa: E402
 
 from ..config import BOOKKEEPING, default_values  # noqa: E402
 from ..paper import E2E, EMBEDDING, FLOORS, PAPER_POINTS  # noqa: E402
+from .. import results as result_files  # noqa: E402
+from ..provenance import machine_name  # noqa: E402
+from ..results import read_run  # noqa: E402
 from .. import tasks  # noqa: E402
 from . import findings  # noqa: E402
 
@@ -40,12 +44,23 @@ SWEPT = ("method", "random_init", "prefix_len", "depth", "reparam", "init", "hea
 
 
 def load_results(root: Path) -> list[dict]:
-    """Each finished run's config (a setting it predates: its default) and metrics."""
+    """Each finished run's config (a setting it predates: its default) and metrics; a folder that cannot be read
+    is skipped with a warning (`results.read_run`), and a run whose settings and seed another folder already
+    holds (the same run under another name) counts once: the first by folder name, the other named in a note."""
     defaults = default_values()
-    rows = []
+    rows, seen = [], {}
     for m in sorted(root.glob("*/metrics.json")):
-        cfg = {**defaults, **json.loads((m.parent / "config.json").read_text())}
-        rows.append({"config": cfg, "metrics": json.loads(m.read_text()), "run": m.parent.name})
+        record = read_run(m.parent, need_config=True)
+        if record is None:
+            continue
+        cfg = {**defaults, **record.config}
+        key = setting_key(cfg, ())
+        if key in seen:
+            print(f"note: {m.parent} is the same run as {seen[key]} (same settings and seed); counted once",
+                  file=sys.stderr)
+            continue
+        seen[key] = m.parent
+        rows.append({"config": cfg, "metrics": record.metrics, "run": m.parent.name})
     return rows
 
 
@@ -170,17 +185,14 @@ def task_section(task: str, rows: list[dict], report: Path) -> tuple[list[str], 
     draw_length(sw, report)
     draw_depth(sw, report)
     draw_reparam(sw, report)
-    first = rows[0]["metrics"]
-    machines = sorted({r["metrics"]["machine"].get("gpu") or
-                       f"{r['metrics']['machine']['cpus']}-core CPU ({r['metrics']['machine']['processor']}, "
-                       f"{r['metrics']['machine'].get('threads', '?')} thread(s) per run)"
-                       for r in rows})
+    machines = sorted({machine_text(r["metrics"].get("machine")) for r in rows})
+    torch_versions = sorted({(r["metrics"].get("machine") or {}).get("torch", "?") for r in rows})
     lines = [f"## {task}", "",
              f"{len(rows)} runs; the comparisons use the {len(sw.compared)} with model `{sw.budget['model']}`, " +
              ", ".join(f"{k}={json.dumps(sw.budget[k])}" for k in ("max_train", "max_dev", "max_test", "epochs")) +
              f" (all result groups are in the table below). Mean ± std of {sw.label} over seeds (n = seeds). Machines: "
-             f"{'; '.join(machines)}; torch {first['machine']['torch']}; commits: "
-             f"{', '.join(sorted({r['metrics']['commit'] for r in rows}))}.", ""]
+             f"{'; '.join(machines)}; torch {', '.join(torch_versions)}; commits: "
+             f"{', '.join(sorted({r['metrics'].get('commit') or '?' for r in rows}))}.", ""]
     lines += findings_table(sw) + groups_table(sw, rows)
     lines += [""] + [f"![{task} {n}]({figure_file(report, f'{task}-{n}').name})" for n in ("length", "depth", "reparam")]
     lines += [""]
@@ -285,7 +297,7 @@ def groups_table(sw: Sweep, rows: list[dict]) -> list[str]:
         other = {k: runs[0]["config"][k] for k, v in sw.budget.items() if runs[0]["config"][k] != v}
         name = runs[0]["run"].rsplit("-seed", 1)[0] + (f" (not compared: {json.dumps(other)})" if other else "")
         lines.append(f"| {name} | {len(runs)} | {runs[0]['config']['lr']:g} | " +
-                     " | ".join(cells) + f" | {runs[0]['metrics']['trainable_params']:,} | "
+                     " | ".join(cells) + f" | {count(runs[0]['metrics'], 'trainable_params')} | "
                      f"{kept_params(runs[0]['metrics'])} | {stats(runs, 'train_seconds')[0]:.0f} |")
     return lines
 
@@ -306,12 +318,21 @@ def lr_note(series: dict) -> str:
     return f", lr {', '.join(f'{v:g}' for v in lrs)}" if lrs else ""
 
 
+def count(metrics: dict, key: str) -> str:
+    """A run's parameter count `key` (trainable_params, kept_params), or – where its record lacks it."""
+    return f"{metrics[key]:,}" if isinstance(metrics.get(key), int) else "–"
+
+
 def kept_params(metrics: dict) -> str:
-    """A run's kept parameter count, or – where the run predates the record."""
-    return f"{metrics['kept_params']:,}" if metrics.get("kept_params") is not None else "–"
+    return count(metrics, "kept_params")
 
 
 ABLATION = Path("studies/ablation")  # the shipped sweeps: the ablation study (relative to the project root)
+
+
+def machine_text(machine: dict | None) -> str:
+    """How a run's machine reads in the report ('unrecorded' for a record without one)."""
+    return machine_name(machine) if isinstance(machine, dict) else "unrecorded machine"
 
 
 def write(results: Path, report: Path, title: str | None = None) -> Path:
@@ -380,7 +401,10 @@ def main(argv=None) -> None:
                    "(studies/ablation/RESULTS.md)")
     p.add_argument("--report", default=None, help="the markdown report, its figures beside it (default: "
                    "<results>/RESULTS.md, so that your runs never overwrite the shipped reports)")
+    p.add_argument("--strict", action="store_true", help="fail on a run folder that cannot be read (a half-written "
+                   "or foreign metrics.json, no config.json, a NaN score) instead of skipping it with a warning")
     args = p.parse_args(argv)
+    result_files.STRICT = args.strict
     if args.results is None:  # the shipped reports: the findings under one protocol, and the sweeps
         findings.write_report()
         write(ABLATION / "results", ABLATION / "RESULTS.md")
