@@ -115,7 +115,21 @@ def check_lengths(cfg: ExperimentConfig, base: GPT, train_lengths: list[int], te
                              f"the model's context of {ctx} positions; use LEN <= {ctx - n}")
 
 
+def check_device(device: str | None) -> None:
+    """Refuse a device this machine's PyTorch cannot use, before anything loads."""
+    kind = (device or "cpu").split(":")[0]
+    usable = {"cpu": True, "cuda": torch.cuda.is_available(),
+              "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not usable.get(kind, False):
+        why = "this PyTorch build has no CUDA" if kind == "cuda" and torch.version.cuda is None else "none is found"
+        raise SystemExit(f"error: --device={device}: {kind} is not available here ({why}); use --device=cpu, or "
+                         "leave device unset (null) to use a GPU when there is one")
+    if kind == "cuda" and ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+        raise SystemExit(f"error: --device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def run(cfg: ExperimentConfig) -> dict:
+    check_device(cfg.device)
     run_dir = Path(cfg.runs_dir) / cfg.run_name
     commit()  # read as the run starts: the code it runs, even if the checkout moves on while it trains
     resolved = resolve_base(cfg)  # the base's folder and shape, read once; the depth checked against them

@@ -9,6 +9,7 @@ cache rows are dropped), so a batch costs what its unsettled rows cost, not what
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,17 +88,57 @@ class Stepper:
             self.mask = self.mask.repeat_interleave(n, 0)
 
 
-def check_arguments(max_new_tokens, num_beams, do_sample, temperature, top_k, top_p) -> None:
-    if max_new_tokens < 0 or num_beams < 1:
-        raise ValueError("max_new_tokens must be >= 0 and num_beams >= 1")
+def whole(name: str, value, least: int, optional: bool = False) -> None:
+    """`value` must be an integer >= `least` (or None where `optional`)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}{' or None' if optional else ''}, got {value!r}")
+
+
+def finite(name: str, value, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number{' or None' if optional else ''}, got {value!r}")
+
+
+def check_arguments(max_new_tokens, num_beams, do_sample, temperature, top_k, top_p, length_penalty=1.0,
+                    min_new_tokens=0) -> None:
+    """Refuse decoding arguments of the wrong type or range, each named with what it takes."""
+    whole("max_new_tokens", max_new_tokens, 0)
+    whole("num_beams", num_beams, 1)
+    whole("min_new_tokens", min_new_tokens, 0)
+    whole("top_k", top_k, 1, optional=True)
+    for name, value, optional in (("temperature", temperature, False), ("top_p", top_p, True),
+                                  ("length_penalty", length_penalty, False)):
+        finite(name, value, optional)
     if do_sample and num_beams > 1:
         raise ValueError("beam sampling is not implemented: use do_sample=True with num_beams=1")
     if temperature <= 0:
         raise ValueError("temperature must be > 0 (use do_sample=False for greedy decoding)")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p}")
+
+
+def check_room(config, input_ids, max_new_tokens: int, n_prefix: int, position_offset: int | None, extra: int,
+               token_ids: dict) -> None:
+    """The prompt must be (B, T) integer ids, the token ids given must be in the vocabulary, and the longest
+    continuation must fit the context: position offset + T + infix + max_new_tokens <= n_positions."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype.is_floating_point:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be a (B, T) tensor of integer token ids, got {shape}")
+    for name, value in token_ids.items():
+        whole(name, value, 0, optional=True)
+        if value is not None and value >= config.vocab_size:
+            raise ValueError(f"{name}={value} is outside the vocabulary [0, {config.vocab_size})")
+    start = n_prefix if position_offset is None else position_offset
+    room = config.n_positions - start - input_ids.shape[1] - extra
+    if max_new_tokens > room:
+        raise ValueError(f"max_new_tokens={max_new_tokens} cannot fit: the context has {config.n_positions} "
+                         f"positions, the prompt takes {input_ids.shape[1]} from position {start}"
+                         f"{f' and the infix {extra}' if extra else ''}, so at most {max(room, 0)} new tokens "
+                         "fit; lower max_new_tokens (or shorten the prompt or the prefix)")
 
 
 @torch.no_grad()
@@ -121,13 +162,16 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     `drop_settled` (beam search): a settled row leaves the batch (False: every row runs until the last
     one settles, as the reference implementation does; the outputs are the same, only the cost differs).
     """
-    check_arguments(max_new_tokens, num_beams, do_sample, temperature, top_k, top_p)
+    check_arguments(max_new_tokens, num_beams, do_sample, temperature, top_k, top_p, length_penalty, min_new_tokens)
+    extra = 0 if infix is None else infix[0][0][0].shape[2]  # the infix's positions
+    n_prefix = max((kv[0].shape[2] for kv in prefix or () if kv is not None), default=0)
+    check_room(model.config, input_ids, max_new_tokens, n_prefix, position_offset, extra,
+               {"eos_token_id": eos_token_id, "pad_token_id": pad_token_id})
     if max_new_tokens == 0:
         return input_ids
     B, T = input_ids.shape
     pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
     dtype = model.transformer.wte.weight.dtype if inputs_embeds is None else inputs_embeds.dtype
-    extra = 0 if infix is None else infix[0][0][0].shape[2]  # the infix's positions
     cache = KVCache(model.config, B, T + extra + max_new_tokens, prefix=prefix, dtype=dtype, device=input_ids.device)
     stepper = Stepper(model, cache, attention_mask, position_offset)
     logits = stepper.logits(input_ids, inputs_embeds)  # the prompt runs once per row, not once per beam

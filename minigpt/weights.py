@@ -137,9 +137,15 @@ def read_config(directory: Path) -> GPTConfig:
     if not config_file.exists():
         raise CheckpointError(f"{directory} has no config.json")
     try:
-        return GPTConfig.from_hf(json.loads(config_file.read_text()))
-    except json.JSONDecodeError as e:
+        values = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{config_file} is not valid JSON: {e}") from e
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{config_file} holds a {type(values).__name__}, not a GPT-2 config object")
+    try:  # a shape this model cannot take (n_head not dividing n_embd, another model_type, ...)
+        return GPTConfig.from_hf(values)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{config_file}: {e}") from None
 
 
 def load_config(name_or_path: str | os.PathLike) -> GPTConfig:

@@ -57,11 +57,38 @@ def test_inputs_the_model_cannot_read_are_refused(base):
     assert base(torch.ones(4, 5, dtype=torch.long), prefix=[(one, one)] * base.config.n_layer).shape[0] == 4
 
 
-@pytest.mark.parametrize("kw, message", [({"top_k": 0}, "top_k must be >= 1"), ({"top_p": 0.0}, "top_p must be"),
-                                         ({"top_p": 1.5}, "top_p must be")])
+@pytest.mark.parametrize("kw, message", [({"top_k": 0}, "top_k must be an integer >= 1"), ({"top_p": 0.0}, "top_p must be"),
+                                         ({"top_p": 1.5}, "top_p must be"), ({"top_k": 2.5}, "top_k must be an integer"),
+                                         ({"temperature": float("nan")}, "temperature must be a finite number"),
+                                         ({"top_p": float("nan")}, "top_p must be a finite number")])
 def test_impossible_sampling_settings_are_refused(base, kw, message):
     with pytest.raises(ValueError, match=message):
         base.generate(torch.tensor([[1, 2]]), 3, do_sample=True, **kw)
+
+
+@pytest.mark.parametrize("args, kw, message", [
+    ((torch.tensor([[1, 2]]), 2.5), {}, "max_new_tokens must be an integer >= 0, got 2.5"),
+    ((torch.tensor([[1, 2]]), 3), {"num_beams": 2.0}, "num_beams must be an integer >= 1"),
+    ((torch.tensor([[1, 2]]), 3), {"num_beams": 2, "length_penalty": float("inf")}, "length_penalty must be a finite"),
+    ((torch.tensor([[1, 2]]), 3), {"eos_token_id": -1}, "eos_token_id must be an integer >= 0"),
+    ((torch.tensor([[1, 2]]), 3), {"pad_token_id": 10**6}, "pad_token_id=1000000 is outside the vocabulary"),
+    ((torch.tensor([[1.0, 2.0]]), 3), {}, "input_ids must be a \\(B, T\\) tensor of integer token ids"),
+    ((torch.tensor([1, 2]), 3), {}, "input_ids must be a \\(B, T\\) tensor"),
+])
+def test_decoding_arguments_of_the_wrong_type_are_refused_by_name(base, args, kw, message):
+    with pytest.raises(ValueError, match=message):
+        base.generate(*args, **kw)
+
+
+def test_a_continuation_that_cannot_fit_the_context_is_refused_before_decoding(base):
+    n = base.config.n_positions
+    prompt = torch.ones(1, 10, dtype=torch.long)
+    with pytest.raises(ValueError, match=f"max_new_tokens={n} cannot fit: .* at most {n - 10} new tokens fit"):
+        base.generate(prompt, n)
+    k = torch.zeros(1, base.config.n_head, 4, base.config.head_dim)  # a prefix takes 4 positions before the prompt
+    with pytest.raises(ValueError, match=f"at most {n - 14} new tokens fit"):
+        base.generate(prompt, n - 10, prefix=[(k, k)] * base.config.n_layer)
+    assert base.generate(prompt, n - 14, prefix=[(k, k)] * base.config.n_layer).shape[1] <= n - 4
 
 
 def test_a_cut_training_state_is_named(tmp_path):

@@ -136,3 +136,27 @@ def test_the_same_run_under_two_folder_names_counts_once(tmp_path, capsys):
         (tmp_path / name / "metrics.json").write_text('{"bleu": 50.0}')
     assert [r["run"] for r in load_results(tmp_path)] == ["a"]
     assert f"{tmp_path / 'b'} is the same run as {tmp_path / 'a'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_head": 3}, "config.json: n_embd=32 is not divisible by n_head=3"),
+    ({"model_type": "llama"}, "config.json has model_type='llama'; only 'gpt2'"),
+    ({"n_embd": "32"}, "config.json: "),
+])
+def test_a_model_config_this_model_cannot_take_is_named_in_one_line(tmp_path, gpt2_vocab_dir, change, message):
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(gpt2_vocab_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(SystemExit) as e:
+        run(tiny(tmp_path, model))
+    assert message in str(e.value) and str(model) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_device_this_machine_lacks_is_refused_before_anything_loads(tmp_path, gpt2_vocab_dir, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU-only machine
+    with pytest.raises(SystemExit, match="--device=cuda: cuda is not available here .*use --device=cpu"):
+        run(tiny(tmp_path, gpt2_vocab_dir, "--device=cuda"))
+    assert not (tmp_path / "runs").exists()
