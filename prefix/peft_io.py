@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from minigpt.io import atomic_write
 
 from .config import PrefixConfig
+from .files import PrefixFileError
 
 CONFIG_FILE, WEIGHTS_FILE, KEY = "adapter_config.json", "adapter_model.safetensors", "prompt_embeddings"
 
@@ -49,10 +50,16 @@ def load_peft(cls, directory, model):
     for f in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / f).exists():
             raise FileNotFoundError(f"{directory} has no {f} (only safetensors PEFT adapters are read)")
-    pc = json.loads((directory / CONFIG_FILE).read_text())
-    kind = pc.get("peft_type")
+    try:
+        pc = json.loads((directory / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PrefixFileError(f"{directory / CONFIG_FILE} is not valid JSON ({e}); the adapter is damaged") from None
+    kind = pc.get("peft_type") if isinstance(pc, dict) else None
     if kind not in ("PREFIX_TUNING", "PROMPT_TUNING"):
         raise ValueError(f"{directory} holds a {kind} adapter; only PREFIX_TUNING and PROMPT_TUNING are read")
+    if not isinstance(pc.get("num_virtual_tokens"), int):
+        raise PrefixFileError(f"{directory / CONFIG_FILE} is not a PEFT adapter config: a {kind} adapter needs an "
+                              "integer num_virtual_tokens")
     if pc.get("num_transformer_submodules", 1) != 1:
         raise ValueError(f"{directory} is an encoder-decoder adapter (num_transformer_submodules="
                          f"{pc['num_transformer_submodules']}); GPT-2 has one transformer")
@@ -64,7 +71,11 @@ def load_peft(cls, directory, model):
     config = PrefixConfig(num_virtual_tokens=pc["num_virtual_tokens"],
                           depth="embedding" if kind == "PROMPT_TUNING" else "all")
     tuner = cls(model, config, initialize_weights=False)
-    tensors = load_file(directory / WEIGHTS_FILE, device=str(model.transformer.wte.weight.device))
+    try:
+        tensors = load_file(directory / WEIGHTS_FILE, device=str(model.transformer.wte.weight.device))
+    except Exception as e:  # safetensors' own error for a cut or damaged file, or OSError
+        raise PrefixFileError(f"{directory / WEIGHTS_FILE} cannot be read ({type(e).__name__}: {e}); the adapter "
+                              "file is cut short or damaged") from None
     weight = tuner.encoder.embedding.weight
     if set(tensors) != {KEY} or tensors[KEY].shape != weight.shape:
         raise ValueError(f"{directory / WEIGHTS_FILE} should hold only {KEY!r} shaped {tuple(weight.shape)}; "

@@ -160,3 +160,36 @@ def test_a_device_this_machine_lacks_is_refused_before_anything_loads(tmp_path, 
     with pytest.raises(SystemExit, match="--device=cuda: cuda is not available here .*use --device=cpu"):
         run(tiny(tmp_path, gpt2_vocab_dir, "--device=cuda"))
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "adapter_config.json").write_text('{"peft_type": "PREFIX_'), "adapter_config.json is not valid JSON"),
+    (lambda d: (d / "adapter_config.json").write_text('{"peft_type": "PREFIX_TUNING", "num_virtual_tokens": "4"}'),
+     "is not a PEFT adapter config"),
+    (lambda d: (d / "adapter_model.safetensors").write_bytes(b"\x10\x00"), "adapter_model.safetensors cannot be read"),
+])
+def test_a_damaged_peft_adapter_is_named_with_its_file(tiny_dir, tmp_path, damage, message):
+    from minigpt import GPT
+    from prefix import PrefixConfig, PrefixFileError, PrefixTuner
+    PrefixTuner(GPT.from_pretrained(tiny_dir), PrefixConfig(4)).save_peft(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(PrefixFileError, match=message):
+        PrefixTuner.from_peft(tmp_path, GPT.from_pretrained(tiny_dir))
+
+
+@pytest.mark.parametrize("plan, message", [
+    ([1, 2], "the file needs a JSON object"),
+    ({"sizes": [{"checkpoint": "c"}], "evals": [{}]}, "sizes\\[0\\] needs an object with a \"name\""),
+    ({"sizes": [{"name": "s", "checkpoint": "c"}], "evals": []}, "'evals' needs a non-empty list"),
+    ({"sizes": [{"name": "s", "checkpoint": "c"}], "evals": [{"task": "e2e", "method": "prefix", "seeds": [0],
+                                                             "lrs": "1e-3"}]}, "evals\\[0\\] needs \"lrs\""),
+    ({"sizes": [{"name": "s", "checkpoint": "c"}], "evals": [{"task": "e2e", "method": "prefix", "lrs": [1e-3],
+                                                             "seeds": [0.5]}]}, "evals\\[0\\] needs \"seeds\""),
+    ({"sizes": [{"name": "s", "checkpoint": "c"}], "evals": [{"task": "e2e", "lrs": [1e-3], "seeds": [0]}]},
+     "evals\\[0\\] needs a 'method'"),
+])
+def test_a_plan_with_a_missing_or_mistyped_field_names_it(tmp_path, plan, message):
+    from experiments.plans import load_plan
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(SystemExit, match=f"plan {tmp_path / 'plan.json'}: {message}"):
+        load_plan(tmp_path / "plan.json")

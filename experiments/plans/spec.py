@@ -31,10 +31,11 @@ def load_plan(study: str | os.PathLike) -> dict:
         plan = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise SystemExit(f"plan {path} cannot be read: {e}") from None
-    pretrained = any(not (size.get("checkpoint") or size.get("adapt")) for size in plan.get("sizes", []))
-    for key in ("sizes", "evals", *(("mixture", "pretrain") if pretrained else ())):
+    check_fields(plan, path)
+    pretrained = any(not (size.get("checkpoint") or size.get("adapt")) for size in plan["sizes"])
+    for key in ("mixture", "pretrain") if pretrained else ():
         if key not in plan:
-            raise SystemExit(f"plan {path} has no {key!r} entry")
+            raise SystemExit(f"plan {path} has no {key!r} entry (a size without a checkpoint is pretrained)")
     names = [s["name"] for s in plan["sizes"]]
     if len(set(names)) != len(names):
         raise SystemExit(f"plan {path}: size names must differ, got {names}")
@@ -45,6 +46,31 @@ def load_plan(study: str | os.PathLike) -> dict:
         if ev.get("lr_from"):
             ev["lrs"] = lr_source(plan, ev, path)["lrs"]
     return plan
+
+
+def check_fields(plan, path) -> None:
+    """Refuse a plan whose entries miss a field or have one of the wrong type, naming the entry and the field."""
+    def need(ok: bool, where: str, what: str) -> None:
+        if not ok:
+            raise SystemExit(f"plan {path}: {where} needs {what}")
+    number = (int, float)
+    need(isinstance(plan, dict), "the file", "a JSON object with \"sizes\" and \"evals\"")
+    for key in ("sizes", "evals"):
+        need(isinstance(plan.get(key), list) and plan[key], f"{key!r}", "a non-empty list")
+    for i, size in enumerate(plan["sizes"]):
+        need(isinstance(size, dict) and isinstance(size.get("name"), str) and size["name"], f"sizes[{i}]",
+             "an object with a \"name\" (text)")
+    for i, ev in enumerate(plan["evals"]):
+        where = f"evals[{i}]"
+        need(isinstance(ev, dict), where, "an object")
+        for key in ("task", "method"):
+            need(isinstance(ev.get(key), str), where, f"a {key!r} (text)")
+        need(isinstance(ev.get("seeds"), list) and ev["seeds"] and all(isinstance(x, int) and not isinstance(x, bool)
+             and x >= 0 for x in ev["seeds"]), where, "\"seeds\": a non-empty list of integers >= 0")
+        need(ev.get("lr_from") is not None or (isinstance(ev.get("lrs"), list) and ev["lrs"] and all(
+             isinstance(x, number) and not isinstance(x, bool) and x > 0 for x in ev["lrs"])), where,
+             "\"lrs\": a non-empty list of numbers > 0 (or \"lr_from\": an arm whose grid chooses its lr)")
+        need(isinstance(ev.get("args", {}), dict), where, "\"args\" as an object of settings")
 
 
 def lr_source(plan: dict, ev: dict, path: Path | str = "the plan") -> dict:
