@@ -231,9 +231,9 @@ class Loop:
                         dynamic_ncols=True, desc=run_dir.name[:40])
 
     def save(self) -> None:
-        if self.master:
+        if self.master:  # with the run's record (run.json: settings, data and model), to check a resumption
             s = {"trainable": trainable_state(self.net), "optimizer": self.opt.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "progress": vars(self.st)}
+                 "torch_rng": torch.get_rng_state(), "progress": vars(self.st), "run": run_record(self.state_file)}
             atomic_write(self.state_file, lambda t: torch.save(s, t))
 
     def step(self, batch: list[int]) -> None:
@@ -286,6 +286,31 @@ class Loop:
         st.batch = 0
 
 
+def run_record(state_file: Path) -> dict | None:
+    """The record of the run that owns this training state (`run.json` beside it), or None without one."""
+    try:
+        return json.loads((state_file.parent / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_same_run(saved: dict | None, now: dict | None, state_file: Path) -> None:
+    """Refuse to resume a training state made by another run than this one (its record edited, or files
+    replaced): the settings and the model and data fingerprints must be those it was saved with."""
+    if not saved or not now:  # a state saved before records were kept, or a run without a record
+        return
+    settings, before = now.get("settings", {}), saved.get("settings", {})
+    moved = None not in (now.get("inputs", {}).get("model"), saved.get("inputs", {}).get("model")) and \
+        now["inputs"]["model"] == saved["inputs"]["model"]  # the same model files, moved: the same model
+    diffs = [f"{k} {json.dumps(before.get(k))} -> {json.dumps(v)}" for k, v in settings.items()
+             if k in before and before[k] != v and not (k == "model" and moved)]
+    diffs += [f"the {k} files changed" for k, v in now.get("inputs", {}).items()
+              if None not in (v, saved.get("inputs", {}).get(k)) and saved["inputs"][k] != v]
+    if diffs:
+        raise SystemExit(f"error: {state_file} was saved by a run with other settings or files ({'; '.join(diffs)})"
+                         f"; resuming would mix them: delete {state_file.parent} to start this run afresh")
+
+
 def resume(net: nn.Module, opt, state_file: Path, device, log) -> Progress:
     """The training progress saved in `state_file` (restoring the weights, optimizer and RNG it holds), or a
     fresh start's; a `JsonLog` keeps only the lines logged up to that point."""
@@ -295,6 +320,7 @@ def resume(net: nn.Module, opt, state_file: Path, device, log) -> Progress:
             saved = load_state(state_file, device)
         except CheckpointError as e:
             raise SystemExit(str(e)) from None
+        check_same_run(saved.get("run"), run_record(state_file), state_file)
         net.load_state_dict(saved["trainable"], strict=False)
         opt.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"].cpu())

@@ -193,3 +193,30 @@ def test_a_plan_with_a_missing_or_mistyped_field_names_it(tmp_path, plan, messag
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(SystemExit, match=f"plan {tmp_path / 'plan.json'}: {message}"):
         load_plan(tmp_path / "plan.json")
+
+
+def test_a_training_state_resumes_only_under_the_run_that_saved_it(tmp_path):
+    """A run's record edited by hand (or its data replaced) no longer matches the record saved in its training
+    state: resuming would mix two runs, so it is refused with the differences."""
+    from types import SimpleNamespace
+
+    from experiments.train import LMObjective, fit
+    from test_experiment_train import CFG, setup
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    record = {"settings": {"lr": 0.01, "model": "a", "seed": 0}, "inputs": {"model": "m1", "data": "d1"}}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    model, tuner, pairs = setup()
+    fit(tuner, LMObjective(model, 0), pairs, pairs[:4], SimpleNamespace(**{**CFG, "epochs": 1}), run_dir,
+        log=lambda x: None)
+    for edit, message in (({"settings": {**record["settings"], "lr": 0.1}}, "lr 0.01 -> 0.1"),
+                          ({"inputs": {**record["inputs"], "data": "d2"}}, "the data files changed")):
+        (run_dir / "run.json").write_text(json.dumps({**record, **edit}))
+        model, tuner, pairs = setup()
+        with pytest.raises(SystemExit, match=f"state.pt was saved by a run with other settings or files \\({message}"):
+            fit(tuner, LMObjective(model, 0), pairs, pairs[:4], SimpleNamespace(**CFG), run_dir, log=lambda x: None)
+    moved = {**record, "settings": {**record["settings"], "model": "b"}}  # the same model files, moved
+    (run_dir / "run.json").write_text(json.dumps(moved))
+    model, tuner, pairs = setup()
+    assert fit(tuner, LMObjective(model, 0), pairs, pairs[:4], SimpleNamespace(**CFG), run_dir,
+               log=lambda x: None)["epochs_run"] == 2  # resumed after epoch 1, and finished
