@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -113,3 +114,15 @@ def read_run(folder: Path, need_config: bool = False) -> RunRecord | None:
         raise SystemExit(f"error: {line} (fix or remove that folder, or report without --strict to skip it)")
     print(f"warning: skipped {line}", file=sys.stderr)
     return None
+
+
+def check_writable(folder: Path, what: str, setting: str) -> None:
+    """Refuse, before any training, a folder this run cannot write to (read-only, full, not a folder)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check-{os.getpid()}.tmp"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise SystemExit(f"error: cannot write {what} under {folder} ({e.strerror or e}); free some space or give "
+                         f"another folder with --{setting}=...") from None

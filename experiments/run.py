@@ -35,7 +35,7 @@ from .data import DataError, encode_pair, encode_source
 from .decode import decode
 from .metrics import corpus_metrics
 from .provenance import commit, machine
-from .results import write_results
+from .results import check_writable, write_results
 from .runid import claim_run_dir, finished_metrics, identify, reference_run
 from . import tasks
 from .tasks import task_splits
@@ -138,6 +138,8 @@ def run(cfg: ExperimentConfig) -> dict:
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
     master = rank_and_world()[0] == 0
+    if master:
+        check_writable(Path(cfg.runs_dir), "the training state", "runs_dir")
     # one process per run: a second start of the same run is refused while the first lives (minigpt.io)
     with ProcessLock(run_dir / "lock", f"the run {cfg.run_name}") if master else nullcontext():
         return run_locked(cfg, this, resolved, master)
@@ -154,6 +156,7 @@ def run_locked(cfg: ExperimentConfig, this, resolved: BaseModel, master: bool) -
         compare_with_reference(cfg, this, done)
         return done
     if master:
+        check_writable(Path(cfg.results_dir), "results", "results_dir")  # not a traceback after hours of training
         claim_run_dir(run_dir, this, cfg)
     torch.manual_seed(cfg.seed)
     enc = load_tokenizer(bpe_dir(cfg))
@@ -175,7 +178,12 @@ def run_locked(cfg: ExperimentConfig, this, resolved: BaseModel, master: bool) -
                **job.summary, "split": "test", "n_test": job.n_test, "n_train": job.n_train, "seed": cfg.seed,
                "commit": commit(), "machine": machine(), "inputs": this.inputs,
                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_results(out, cfg, job.predictions, run_dir / "log.jsonl", metrics)
+    try:
+        write_results(out, cfg, job.predictions, run_dir / "log.jsonl", metrics)
+    except OSError as e:  # the disk filled up while the run trained: its training state is kept
+        raise SystemExit(f"error: the run finished but its results cannot be written to {out} ({e.strerror or e}); "
+                         f"free some space and rerun the same command: it resumes from {run_dir / 'state.pt'} and "
+                         "decodes again") from None
     compare_with_reference(cfg, this, metrics)
     print(f"results: {out}/ (metrics.json, predictions.txt, config.json, log.jsonl); {where(metrics)}")
     return metrics

@@ -220,3 +220,25 @@ def test_a_training_state_resumes_only_under_the_run_that_saved_it(tmp_path):
     model, tuner, pairs = setup()
     assert fit(tuner, LMObjective(model, 0), pairs, pairs[:4], SimpleNamespace(**CFG), run_dir,
                log=lambda x: None)["epochs_run"] == 2  # resumed after epoch 1, and finished
+
+
+@pytest.mark.parametrize("setting", ["results_dir", "runs_dir"])
+def test_a_folder_that_cannot_be_written_is_refused_before_training(tmp_path, gpt2_vocab_dir, setting):
+    (tmp_path / "a-file").write_text("not a folder")  # as a read-only or full disk refuses the write
+    with pytest.raises(SystemExit, match=f"cannot write .* under {tmp_path / 'a-file'} .*--{setting}="):
+        run(tiny(tmp_path, gpt2_vocab_dir, f"--{setting}={tmp_path / 'a-file'}"))
+
+
+def test_a_disk_that_fills_up_during_training_keeps_the_state_and_says_how_to_finish(tmp_path, gpt2_vocab_dir,
+                                                                                     monkeypatch):
+    import errno
+
+    from experiments import run as run_mod
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(run_mod, "write_results", full)
+    with pytest.raises(SystemExit, match="results cannot be written .*No space left on device.*rerun the same command"):
+        run(tiny(tmp_path, gpt2_vocab_dir))
+    monkeypatch.undo()
+    assert run(tiny(tmp_path, gpt2_vocab_dir))["n_test"] == 3  # room again: the same command finishes the run
