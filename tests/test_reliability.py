@@ -242,3 +242,37 @@ def test_a_disk_that_fills_up_during_training_keeps_the_state_and_says_how_to_fi
         run(tiny(tmp_path, gpt2_vocab_dir))
     monkeypatch.undo()
     assert run(tiny(tmp_path, gpt2_vocab_dir))["n_test"] == 3  # room again: the same command finishes the run
+
+
+def pretraining_args(tmp_path, *extra):
+    from test_mixture import tiny as tiny_mixture
+    return tiny_mixture(tmp_path, tmp_path / "run", *extra)
+
+
+@pytest.mark.parametrize("content, message", [(b"\xff\xfe\x00binary", "is not UTF-8 text"),
+                                              (b"text\x00with NUL", "holds NUL bytes")])
+def test_a_binary_file_given_as_text_is_named(tmp_path, content, message):
+    from minigpt.pretraining import main as pretrain
+    (tmp_path / "book.txt").write_bytes(content)
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'book.txt'} {message}"):
+        pretrain(["--corpus", str(tmp_path / "book.txt"), "--out", str(tmp_path / "run"), "--cache-dir",
+                  str(tmp_path / "cache"), "--device", "cpu"])
+
+
+def test_pretraining_resumes_only_on_the_text_it_was_trained_on(tmp_path):
+    from minigpt.pretraining import main as pretrain
+    args = pretraining_args(tmp_path)  # (writes the corpus)
+    assert pretrain(args + ["--stop-after-steps", "3"]) == {}
+    with open(tmp_path / "one" / "train.jsonl", "a") as f:  # the corpus changes between the two commands
+        f.write(json.dumps({"text": "one more document, added later"}) + "\n")
+    with pytest.raises(SystemExit, match="--resume: the text of source\\(s\\) one changed since"):
+        pretrain(args + ["--resume"])
+
+
+def test_a_finished_pretraining_run_is_extended_only_on_purpose(tmp_path):
+    from minigpt.pretraining import main as pretrain
+    assert pretrain(pretraining_args(tmp_path))["tokens_seen"] == 6 * 4 * 32
+    longer = [a if a != "6" else "9" for a in pretraining_args(tmp_path)]  # --max-steps 9
+    with pytest.raises(SystemExit, match="max_steps: was 6, now 9; to train it further on purpose, add --extend"):
+        pretrain(longer + ["--resume"])
+    assert pretrain(longer + ["--resume", "--extend"])["tokens_seen"] == 9 * 4 * 32

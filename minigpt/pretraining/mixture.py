@@ -59,7 +59,14 @@ def split_files(path: Path) -> tuple[list[Path], list[Path] | None]:
 def documents(f: Path) -> Iterator[str]:
     """The documents of one file: the whole file for `.txt`, each line's `"text"` for `.jsonl[.gz]`."""
     if f.name.endswith(".txt"):
-        yield f.read_text(encoding="utf-8")
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{f} is not UTF-8 text ({e.reason} at byte {e.start}): a binary file, or text in "
+                             "another encoding; convert it to UTF-8 or leave it out of the source") from None
+        if "\x00" in text:
+            raise ValueError(f"{f} holds NUL bytes: a binary file, not text; leave it out of the source")
+        yield text
         return
     opener = gzip.open if f.name.endswith(".gz") else open
     try:
@@ -137,6 +144,7 @@ class Source:
     train: np.ndarray = field(default=None, repr=False)
     val: np.ndarray = field(default=None, repr=False)
     files: int = 0
+    key: str | None = None  # the fingerprint of its files (`content_key`), once loaded
 
     @classmethod
     def parse(cls, spec: str) -> "Source":
@@ -160,7 +168,7 @@ class Source:
         if not train_files:
             raise FileNotFoundError(f"source {self.name!r}: no {', '.join(DOC_SUFFIXES)} files under {self.path}")
         self.files = len(train_files)
-        key = content_key(train_files + (val_files or []))
+        self.key = key = content_key(train_files + (val_files or []))  # a resumed run checks it is unchanged
         folder = Path(cache_dir) / f"{self.name}-{key}"
         train = cached_tokens(train_files, folder / "train.bin", f"{self.name} train")
         if val_files:

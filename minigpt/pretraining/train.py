@@ -116,6 +116,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "--resume or --overwrite is given")
     p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds a run")
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pt (must exist)")
+    p.add_argument("--extend", action="store_true", help="with --resume and a larger --max-steps or --max-seconds: "
+                   "train a run (even a finished one) further, its cosine schedule stretched to the new budget")
     p.add_argument("--init-from", default=None, help="start from this checkpoint's weights (continued "
                    "pretraining); its shape replaces --n-layer/--n-head/--n-embd")
     p.add_argument("--cache-dir", default=".cache/pretrain", help="where token shards are cached")
@@ -147,7 +149,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # settings that may change between an interrupted run and its resumption
-RESUMABLE = {"resume", "overwrite", "stop_after_steps", "device", "cache_dir"}
+RESUMABLE = {"resume", "overwrite", "extend", "stop_after_steps", "device", "cache_dir"}
+EXTENDABLE = ("max_steps", "max_seconds")  # with --extend: a larger budget trains a finished run further
 
 
 def check_out_dir(args: argparse.Namespace) -> Path:
@@ -160,9 +163,17 @@ def check_out_dir(args: argparse.Namespace) -> Path:
             raise SystemExit(f"--resume: {state} does not exist; start without --resume")
         saved = load_state(state, "cpu")["args"]
         differ = {k: (saved.get(k), v) for k, v in vars(args).items() if k not in RESUMABLE and saved.get(k) != v}
+        longer = {k for k, (a, b) in differ.items() if k in EXTENDABLE and a is not None and b is not None and b > a}
+        if args.extend and longer:
+            print(f"--extend: the schedule now runs to {', '.join(f'{k} {differ[k][1]}' for k in sorted(longer))} "
+                  f"(was {', '.join(str(differ[k][0]) for k in sorted(longer))}); the learning rate follows the "
+                  "stretched cosine from here")
+            differ = {k: v for k, v in differ.items() if k not in longer}
         if differ:
+            offer = ("; to train it further on purpose, add --extend (the cosine schedule is then stretched to the "
+                     "new budget)" if set(differ) <= set(EXTENDABLE) else "")
             raise SystemExit(f"--resume with other settings than {state} was trained with: " + "; ".join(
-                f"{k}: was {a!r}, now {b!r}" for k, (a, b) in differ.items()))
+                f"{k}: was {a!r}, now {b!r}" for k, (a, b) in differ.items()) + offer)
     elif holds_run and not args.overwrite:
         raise SystemExit(f"{out} already holds a pretraining run; pass --resume to continue it, --overwrite to "
                          "replace it, or another --out")
@@ -306,6 +317,12 @@ def setup(args: argparse.Namespace) -> Pretraining:
 def resume(run: Pretraining) -> None:
     """Restore the model, optimizer, counters and random streams of `run.state_file`."""
     st = load_state(run.state_file, run.device)
+    now = {src.name: src.key for src in run.mixture.sources}
+    changed = [n for n, key in (st.get("sources") or {}).items() if now.get(n) != key]
+    if changed:
+        raise SystemExit(f"error: --resume: the text of source(s) {', '.join(changed)} changed since {run.state_file} "
+                         "was saved (their files' fingerprint differs); resume with the text it was trained on, or "
+                         "start afresh with --overwrite")
     run.model.load_state_dict(st["model"])
     run.opt.load_state_dict(st["optimizer"])
     run.step, run.elapsed, run.tokens_seen, run.log = st["step"], st["elapsed"], st["tokens_seen"], st["log"]
@@ -325,7 +342,8 @@ def save_state(run: Pretraining) -> None:
     if run.master:
         st = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
               "elapsed": run.elapsed, "tokens_seen": run.tokens_seen, "log": run.log, "args": vars(run.args),
-              "rng": states, "torch_rng": torch.get_rng_state()}
+              "rng": states, "torch_rng": torch.get_rng_state(),
+              "sources": {src.name: src.key for src in run.mixture.sources}}  # what the text was
         atomic_write(run.state_file, lambda t: torch.save(st, t))
 
 
