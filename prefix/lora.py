@@ -172,3 +172,30 @@ def load_lora(model: nn.Module, directory: str | Path) -> nn.Module:
                               f"{extra[:3]}, or shapes differ: it was trained for another model shape")
     model.load_state_dict(state, strict=False)
     return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m prefix.lora --base MODEL --lora RUN/lora --out DIR`: a run's LoRA folded into a checkpoint
+    that `GPT.from_pretrained` and transformers' `GPT2LMHeadModel` load as a plain GPT-2."""
+    import argparse
+
+    from minigpt import GPT
+    from minigpt.io import CheckpointError
+    p = argparse.ArgumentParser(prog="python -m prefix.lora", description=main.__doc__)
+    p.add_argument("--base", required=True, help="the base model the LoRA was trained on (a folder or hub id)")
+    p.add_argument("--lora", required=True, help="the folder save_lora wrote (a run's runs/<run>/lora/)")
+    p.add_argument("--out", required=True, help="where the merged checkpoint goes (must not hold one)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if (out / "config.json").exists():
+        raise SystemExit(f"error: {out} already holds a checkpoint; give another --out")
+    try:
+        model = load_lora(GPT.from_pretrained(args.base), args.lora)
+    except (CheckpointError, PrefixFileError) as e:
+        raise SystemExit(f"error: {e}") from None
+    merge_lora(model).save_pretrained(str(out))
+    print(f"merged {args.lora} into {args.base}: {out}/ (config.json, model.safetensors)")
+
+
+if __name__ == "__main__":
+    main()

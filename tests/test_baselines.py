@@ -229,3 +229,18 @@ def test_each_baseline_runs_end_to_end_and_keeps_what_it_trained(tmp_path, gpt2_
 def test_fttop_asking_for_more_blocks_than_the_model_has_is_refused(tmp_path, gpt2_vocab_dir):
     with pytest.raises(SystemExit, match="top_layers=5 but .* has 2 blocks"):
         run(tiny(tmp_path, gpt2_vocab_dir, "--method=fttop", "--top_layers=5"))
+
+
+def test_a_runs_lora_merges_from_the_command_line_into_a_checkpoint_transformers_loads(tiny_dir, tmp_path):
+    from prefix.lora import main as merge
+    model = add_lora(GPT.from_pretrained(tiny_dir).eval(), 2, 8, ["q", "v"])
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.1)
+    save_lora(model, tmp_path / "lora")
+    merge(["--base", str(tiny_dir), "--lora", str(tmp_path / "lora"), "--out", str(tmp_path / "merged")])
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "merged").eval()
+    with torch.no_grad():
+        assert (hf(IDS).logits - model(IDS)).abs().max() <= 1e-5
+    with pytest.raises(SystemExit, match="already holds a checkpoint"):
+        merge(["--base", str(tiny_dir), "--lora", str(tmp_path / "lora"), "--out", str(tmp_path / "merged")])
