@@ -15,18 +15,28 @@ ROUGE-L, CIDEr and METEOR as it gets them from the MS-COCO caption evaluation (p
   ROUGE-L: LCS precision and recall each maximized over the references, F with beta = 1.2, averaged over
   inputs. CIDEr is pycocoevalcap's `Cider`, which is CIDEr-D: tf-idf n-grams 1-4 with document
   frequencies over the test references, clipped, Gaussian length penalty (sigma 6), x10.
-- METEOR needs Java and the Meteor 1.5 jar: it is computed through the `pycocoevalcap` package (which
-  ships the jar) when that package and `java` are installed, and is None otherwise (or if the jar fails).
+- METEOR needs Java and the Meteor 1.5 jar: it is computed with the jar that the `pycocoevalcap` package
+  ships, as that package's wrapper runs it, when the package and `java` are installed, and is None
+  otherwise. The jar runs as a child process with a time limit (MINIGPT_METEOR_TIMEOUT seconds, default
+  600): if it fails or gives no answer in time it is killed, METEOR is None and one warning says why.
 
 BLEU, METEOR and ROUGE-L are reported on a 0-100 scale (as in the paper), NIST and CIDEr as they are.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+import queue
 import re
 import shutil
+import subprocess
+import tempfile
+import threading
+import time
 import warnings
 from collections import Counter
+from pathlib import Path
 
 Tokens = list[str]
 
@@ -195,23 +205,148 @@ def cider(hypotheses: list[str], references: list[list[str]]) -> float:
     return sum(scores) / len(scores)
 
 
+class MeteorError(Exception):
+    """Why the METEOR jar gave no score, and what to do about it (one line)."""
+
+
+def meteor_files() -> tuple[Path, Path] | None:
+    """The Meteor 1.5 jar and its English paraphrase table, as pycocoevalcap ships them, or None."""
+    spec = importlib.util.find_spec("pycocoevalcap")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "meteor"
+    jar = folder / "meteor-1.5.jar"
+    return (jar, folder / "data" / "paraphrase-en.gz") if jar.is_file() else None
+
+
+def meteor_command(java: str, jar: Path, table: Path) -> list[str]:
+    """The jar's command line as pycocoevalcap's wrapper runs it (`-l en -norm`, lines over stdin and
+    stdout), plus `-a table`: by itself the jar finds its table through a URL, which fails on a path with
+    a space ("file not found (file:/a%2520b/...)"). A list, not a shell line: a space stays in its argument."""
+    return [java, "-Xmx2G", "-jar", str(jar), "-", "-", "-stdio", "-l", "en", "-norm", "-a", str(table)]
+
+
+def meteor_timeout() -> float:
+    """Seconds the whole METEOR run may take (loading the jar's tables takes ~10 s): MINIGPT_METEOR_TIMEOUT."""
+    value = os.environ.get("MINIGPT_METEOR_TIMEOUT", "600")
+    try:
+        return float(value)
+    except ValueError:
+        raise MeteorError(f"MINIGPT_METEOR_TIMEOUT={value!r} is not a number of seconds; set it to one") from None
+
+
 def meteor(hypotheses: list[str], references: list[list[str]]) -> float | None:
-    """METEOR 1.5 (0-100) through pycocoevalcap's wrapper (`-l en -norm`), or None without it or Java."""
+    """METEOR 1.5 (0-100) as pycocoevalcap computes it, or None without pycocoevalcap or Java, or when the
+    jar fails or gives no answer within meteor_timeout() seconds (then one warning line says why)."""
     _check(hypotheses, references)
+    files, java = meteor_files(), shutil.which("java")
+    if files is None or java is None:
+        return None
+    score_lines = [" ||| ".join(["SCORE", *(coco_tokenize(r) for r in refs),
+                                 coco_tokenize(hyp).replace("|||", "").replace("  ", " ")])
+                   for hyp, refs in zip(hypotheses, references)]  # as pycocoevalcap's Meteor._stat writes them
     try:
-        from pycocoevalcap.meteor.meteor import Meteor
-    except ImportError:
+        return 100 * _meteor_score(meteor_command(java, *files), score_lines, meteor_timeout())
+    except MeteorError as e:
+        warnings.warn(f"METEOR not computed (recorded as None): {e}", stacklevel=2)
         return None
-    if shutil.which("java") is None:
-        return None
-    res = {i: [coco_tokenize(h)] for i, h in enumerate(hypotheses)}
-    gts = {i: [coco_tokenize(r) for r in rs] for i, rs in enumerate(references)}
+
+
+def _meteor_score(command: list[str], score_lines: list[str], timeout: float) -> float:
+    """The corpus METEOR (0-1) from the jar's -stdio protocol: a SCORE line per output gets back its
+    statistics; one EVAL line with all of them gets back each output's score, then the corpus score."""
+    jar = _Child(command, timeout)
     try:
-        score, _ = Meteor().compute_score(gts, res)
-    except (OSError, ValueError) as e:  # java could not start, or the jar died (e.g. out of memory)
-        warnings.warn(f"METEOR not computed: {type(e).__name__}: {e}")
-        return None
-    return 100 * score
+        jar.send("".join(line + "\n" for line in score_lines))
+        stats = jar.receive(len(score_lines))
+        jar.send("EVAL ||| " + " ||| ".join(stats) + "\n")
+        answer = jar.receive(len(score_lines) + 1)[-1]
+    finally:
+        jar.stop()
+    try:
+        return float(answer)
+    except ValueError:
+        raise MeteorError(f"{jar.name} answered {answer[:80]!r}, not a score; run it by hand to see why") from None
+
+
+class _Child:
+    """A child process spoken to line by line, every wait bounded by one deadline: its stdin is written
+    and its stdout read on helper threads, so a child that stops reading or answering never blocks the
+    caller, and stop() kills it without waiting on it (pycocoevalcap's wrapper could deadlock here)."""
+
+    def __init__(self, command: list[str], timeout: float):
+        self.name, self.timeout = f"{Path(command[0]).name} {' '.join(command[1:4])}", timeout
+        self.deadline = time.monotonic() + timeout
+        self.errors = tempfile.TemporaryFile()  # stderr to a file: a full pipe could stall the child
+        try:
+            self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self.errors, encoding="utf-8")
+        except OSError as e:
+            self.errors.close()
+            raise MeteorError(f"could not start {self.name} ({e}); check that `java -version` works") from None
+        self.outbox, self.inbox = queue.Queue(), queue.Queue()
+        threading.Thread(target=self._write, daemon=True).start()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _write(self) -> None:
+        """Writes what send() queued to the child's stdin, then closes it (None: stop)."""
+        while (text := self.outbox.get()) is not None:
+            try:
+                self.proc.stdin.write(text)
+                self.proc.stdin.flush()
+            except (OSError, ValueError):  # the child is gone: receive() says why
+                break
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def _read(self) -> None:
+        """Queues the child's stdout line by line; None at its end (the child exited or was killed)."""
+        try:
+            for line in self.proc.stdout:
+                self.inbox.put(line)
+        except (OSError, ValueError):
+            pass
+        self.inbox.put(None)
+
+    def send(self, text: str) -> None:
+        self.outbox.put(text)
+
+    def receive(self, n: int) -> list[str]:
+        """The child's next `n` lines, stripped; MeteorError if it exits first or the deadline passes."""
+        lines = []
+        for _ in range(n):
+            try:
+                line = self.inbox.get(timeout=max(0.0, self.deadline - time.monotonic()))
+            except queue.Empty:
+                raise MeteorError(f"{self.name} gave no answer within {self.timeout:g} s and was stopped; "
+                                  "set MINIGPT_METEOR_TIMEOUT=<seconds> to wait longer") from None
+            if line is None:
+                raise MeteorError(f"{self.name} stopped ({self._last_error()}); run it by hand to see why")
+            lines.append(line.strip())
+        return lines
+
+    def _last_error(self) -> str:
+        """The child's exit code and last line on stderr, e.g. a Java exception naming a missing file."""
+        try:
+            code = self.proc.wait(timeout=5)  # its stdout ended: it has exited or is about to
+        except subprocess.TimeoutExpired:
+            code = "none yet"
+        self.errors.seek(0)
+        last = [line.strip() for line in self.errors.read().decode(errors="replace").splitlines() if line.strip()]
+        return f"exit code {code}" + (f": {last[-1][:200]}" if last else "")
+
+    def stop(self) -> None:
+        """Kills the child (if still running) and reaps it; waits at most 5 s, never on a lock."""
+        self.outbox.put(None)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.errors.close()
 
 
 def corpus_metrics(hypotheses: list[str], references: list[list[str]]) -> dict[str, float | None]:

@@ -18,15 +18,26 @@ All arithmetic is fp32, rounded once to the input dtype at the end. The kernels 
 bf16; a gradient is wanted (inference stays eager: generating text never waits for a compiler); large
 enough to pay for the call (a compiled call costs ~20 us); not inside a model that is itself being
 compiled (there inductor fuses the plain operations); the environment variable `MINIGPT_COMPILE` is not
-`0`; and compiling works (inductor needs a C++ compiler: if compiling fails, a warning says so once and
-eager PyTorch runs from then on). Compiled kernels are cached on disk by PyTorch, so only a
+`0`; and compiling works (inductor needs a C++ compiler: if compiling fails, one warning line says why
+and eager PyTorch runs from then on). Compiled kernels are cached on disk by PyTorch, so only a
 machine's first run pays the compile time (seconds). tests/test_kernels.py checks each kernel against
 fp64; bench/RESULTS.md has the speed.
+
+Paths with spaces: inductor writes some paths into the compiler's command line unquoted (its cache folder,
+torch's library folder), so a clone (and its .venv) whose path has a space would not compile.
+`_spaceless_paths` points both at space-free places in the temp folder first (a temp folder (TMPDIR) with
+a space still fails: inductor keeps its precompiled headers there; then the warning says so). Waiting for
+inductor's compile workers is bounded (COMPILE_WAIT_S, for the whole process where the user set no bound);
+with one compile thread (a 1-CPU machine) inductor runs the compiler in-process without a time limit,
+which this module cannot bound.
 """
 from __future__ import annotations
 
+import getpass
+import hashlib
 import math
 import os
+import tempfile
 import warnings
 from collections.abc import Callable
 
@@ -39,6 +50,8 @@ MIN_NUMEL = 1 << 15  # smaller tensors run eagerly: a compiled call costs ~20 us
 _C = 2 * math.sqrt(2 / math.pi)  # sigmoid(_C * (h + 0.044715 h^3)) = (1 + tanh(u)) / 2
 _COMPILED: dict[Callable, Callable] = {}
 _broken = False  # set when compiling failed: eager from then on
+_prepared = False  # set once _spaceless_paths has run
+COMPILE_WAIT_S = 300  # longest wait for inductor's compile workers (unless TORCHINDUCTOR_COMPILE_WORKER_WAIT_TIMEOUT)
 
 
 def applies(x: torch.Tensor) -> bool:
@@ -48,23 +61,106 @@ def applies(x: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling())
 
 
+def _has_space(path: str) -> bool:
+    """Whether `path` has whitespace (which splits it in a command line that does not quote it)."""
+    return any(c.isspace() for c in path)
+
+
+def _space_free_temp() -> str | None:
+    """A writable temp folder whose path has no whitespace (for the compiler's command line), or None."""
+    for folder in (tempfile.gettempdir(), "/tmp", "/var/tmp"):
+        if not _has_space(folder) and os.path.isdir(folder) and os.access(folder, os.W_OK):
+            return folder
+    return None
+
+
+def _space_free_link(target: str, base: str) -> str:
+    """A symlink in `base` (no whitespace) to the folder `target`, created if missing; one per target."""
+    link = os.path.join(base, "minigpt-torch-lib-" + hashlib.sha1(target.encode()).hexdigest()[:12])
+    try:
+        os.symlink(target, link)
+    except FileExistsError:  # made by an earlier run (or a parallel one): fine if it points at `target`
+        pass
+    if os.path.realpath(link) != os.path.realpath(target):
+        raise OSError(f"{link} exists and does not point at {target}")
+    return link
+
+
+def _spaceless_paths() -> None:
+    """Keeps whitespace out of the compiler's command line, where inductor does not quote every path:
+    its cache folder (TORCHINDUCTOR_CACHE_DIR, by default in the temp folder) and torch's library folder
+    (passed as -L<path>; inside the .venv of a clone whose path has a space) move to space-free places."""
+    from torch.utils import cpp_extension
+
+    base = _space_free_temp()
+    if base is None:
+        return
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or tempfile.gettempdir()
+    if _has_space(cache):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(base, "torchinductor_" + _user())
+    lib = getattr(cpp_extension, "TORCH_LIB_PATH", "")
+    if _has_space(lib):
+        cpp_extension.TORCH_LIB_PATH = _space_free_link(lib, base)  # read by inductor at each compile
+
+
+def _user() -> str:
+    """The user's name for folder names (as inductor names its default cache folder)."""
+    try:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in getpass.getuser())
+    except (KeyError, OSError):
+        return f"uid_{os.getuid()}" if hasattr(os, "getuid") else "user"
+
+
+def _gist(e: Exception) -> str:
+    """A compile error in one line: its first line, and the compiler's first complaint where quoted
+    (inductor's message holds the whole command and all of the compiler's output, often 1,000s of lines)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or ["no message"]
+    gist = f"{type(e).__name__}: {lines[0]}"
+    if lines[0].endswith(":") and len(lines) > 1:  # "backend='inductor' raised:" and the error it raised
+        gist += f" {lines[1]}"
+    if "Output:" in lines[:-1]:
+        gist += f"; {lines[lines.index('Output:') + 1]}"
+    return gist if len(gist) <= 300 else gist[:297] + "..."
+
+
+def _bound_the_wait() -> None:
+    """Makes inductor wait at most COMPILE_WAIT_S for a compile worker (then it raises, and we run eager)
+    where the user set no bound (TORCHINDUCTOR_COMPILE_WORKER_WAIT_TIMEOUT; inductor's default: forever)."""
+    import torch._inductor.config as config
+
+    if getattr(config, "compile_worker_wait_timeout", None) == 0:  # 0: unset (None: a torch without it)
+        config.compile_worker_wait_timeout = COMPILE_WAIT_S
+
+
+def _compile(fn: Callable) -> Callable:
+    """`fn` compiled by inductor (lazily: the work happens at its first call)."""
+    global _prepared
+    if not _prepared:
+        _prepared = True
+        _spaceless_paths()
+        _bound_the_wait()
+    return torch.compile(fn, dynamic=True, fullgraph=True)
+
+
 def _run(fn: Callable, *args):
     """The compiled `fn` on `args`, or None if compiling fails (then kernels are off, with one warning)
     or failed before."""
     global _broken
     if _broken:
         return None
-    if fn not in _COMPILED:
-        _COMPILED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
     try:
+        if fn not in _COMPILED:
+            _COMPILED[fn] = _compile(fn)
         with torch.no_grad(), torch.autocast("cpu", enabled=False):  # one global state: fewer recompiles
             return _COMPILED[fn](*args)
     except torch._dynamo.exc.FailOnRecompileLimitHit:
         return None  # a rare mix of dtypes and shapes beyond those compiled: eager for this call
-    except Exception as e:  # no compiler, an unsupported platform, ...: the caller runs the eager form
+    except Exception as e:  # no compiler, an unsupported platform, a path it cannot handle: the caller runs eager
         _broken = True
-        warnings.warn(f"minigpt: compiling the fused CPU kernels failed ({type(e).__name__}: {e}); running "
-                      "eager PyTorch instead (slower). Set MINIGPT_COMPILE=0 to skip the attempt.", stacklevel=3)
+        tmp = tempfile.gettempdir()
+        hint = f"; the temp folder {tmp!r} has a space: set TMPDIR to one without" if _has_space(tmp) else ""
+        warnings.warn(f"minigpt: compiling the fused CPU kernels failed ({_gist(e)}{hint}); running eager PyTorch "
+                      "instead (slower). Set MINIGPT_COMPILE=0 to skip the attempt and this warning.", stacklevel=3)
         return None
 
 
