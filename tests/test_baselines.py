@@ -143,12 +143,18 @@ def test_merged_lora_saves_a_checkpoint_transformers_loads_with_the_same_logits(
         assert (hf(IDS).logits - adapted).abs().max() <= 1e-5
 
 
-def test_lora_files_round_trip_and_a_wrong_shape_is_refused(tiny_dir, tmp_path):
-    model = add_lora(GPT.from_pretrained(tiny_dir).eval(), 2, 16, ["k", "mlp.c_proj"])
+def saved_lora(tiny_dir, folder, rank, alpha, targets):
+    """A LoRA model whose updates are all non-zero, saved in `folder`."""
+    model = add_lora(GPT.from_pretrained(tiny_dir).eval(), rank, alpha, targets)
     for p in model.parameters():
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.1)
-    save_lora(model, tmp_path / "lora")
+    save_lora(model, folder)
+    return model
+
+
+def test_lora_files_round_trip_and_a_wrong_shape_is_refused(tiny_dir, tmp_path):
+    model = saved_lora(tiny_dir, tmp_path / "lora", 2, 16, ["k", "mlp.c_proj"])
     loaded = load_lora(GPT.from_pretrained(tiny_dir).eval(), tmp_path / "lora")
     with torch.no_grad():
         assert torch.equal(loaded(IDS), model(IDS))
@@ -233,11 +239,7 @@ def test_fttop_asking_for_more_blocks_than_the_model_has_is_refused(tmp_path, gp
 
 def test_a_runs_lora_merges_from_the_command_line_into_a_checkpoint_transformers_loads(tiny_dir, tmp_path):
     from prefix.lora import main as merge
-    model = add_lora(GPT.from_pretrained(tiny_dir).eval(), 2, 8, ["q", "v"])
-    for p in model.parameters():
-        if p.requires_grad:
-            torch.nn.init.normal_(p, std=0.1)
-    save_lora(model, tmp_path / "lora")
+    model = saved_lora(tiny_dir, tmp_path / "lora", 2, 8, ["q", "v"])
     merge(["--base", str(tiny_dir), "--lora", str(tmp_path / "lora"), "--out", str(tmp_path / "merged")])
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "merged").eval()
     with torch.no_grad():
