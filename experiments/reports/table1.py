@@ -62,9 +62,9 @@ def pct(x: float | None) -> str:
 
 def papers() -> list[str]:
     """The paper's rows (all five metrics) and the LoRA paper's (BLEU), GPT-2 medium."""
-    lines = ["", "The papers, GPT-2 medium (345M) on E2E, 5 epochs (Li & Liang 2021, ACL version, Table 1, the rows "
-             "../shared/PAPER.md gives; the LoRA paper, Hu et al. 2022, BLEU only: its other rows are Li & Liang's "
-             "arXiv numbers):", "", "| source | method | " + " | ".join(h for _, h, _ in METRICS[:5]) + " | % trained |",
+    lines = ["", "The papers, GPT-2 medium (345M) on E2E, 5 epochs (Li & Liang 2021, ACL version, Table 1: its "
+             "fine-tuning, adapter 0.1% and prefix rows; the LoRA paper, Hu et al. 2022, BLEU only: its other rows are "
+             "Li & Liang's arXiv numbers):", "", "| source | method | " + " | ".join(h for _, h, _ in METRICS[:5]) + " | % trained |",
              "|---|---|" + "---|" * 6]
     for name, row in TABLE1.items():
         lines.append(f"| Li & Liang | {name} | " + " | ".join(fmt.format(row[k]) for k, _, fmt in METRICS[:5])
@@ -84,7 +84,7 @@ def lines(result: dict) -> list[str]:
            "the whole E2E training set for up to 5 epochs with early stopping on dev loss (the best epoch kept), seeds "
            "0-2. Mean ± sd over the seeds; % of the base model's parameters; seconds on the machines the runs name.",
            "", f"![BLEU against parameters trained]({FIGURE})", ""]
-    out += table(result, full) if full else ["No full-budget run has finished yet (see the jobs above)."]
+    out += table(result, full) if full else ["No full-budget run has finished yet: `python -m experiments.plans plan table1` lists what is left."]
     if grids:
         out += ["", "### The grid arms: each lr chosen here, on the first 5,000 training pairs for 2 epochs, seed 0",
                 "", "Scores at the chosen lr of a grid that trained on an eighth of the data; they are not Table 1.",
