@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("minigpt", "prefix", "experiments", "bench", "notebooks")
+CODE = ("minigpt", "prefix", "experiments", "bench", "notebooks", "course")
 MAX_LINES = 60
 
 

@@ -84,7 +84,8 @@ def lines(result: dict) -> list[str]:
            "the whole E2E training set for up to 5 epochs with early stopping on dev loss (the best epoch kept), seeds "
            "0-2. Mean ± sd over the seeds; % of the base model's parameters; seconds on the machines the runs name.",
            "", f"![BLEU against parameters trained]({FIGURE})", ""]
-    out += table(result, full) if full else ["No full-budget run has finished yet: `python -m experiments.plans plan table1` lists what is left."]
+    out += table(result, full) if full else [
+        "No full-budget run has finished yet: `python -m experiments.plans plan table1` lists what is left."]
     if grids:
         out += ["", "### The grid arms: each lr chosen here, on the first 5,000 training pairs for 2 epochs, seed 0",
                 "", "Scores at the chosen lr of a grid that trained on an eighth of the data; they are not Table 1.",
@@ -104,13 +105,15 @@ def pareto(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     for row in rows:
-        x = share(row, runs_of(result, row), "trainable_params")
+        runs = runs_of(result, row)
+        x, kept = share(row, runs, "trainable_params"), share(row, runs, "kept_params")
         if x is None:
             continue
         color, full = f"C{sizes.index(row['size']) % 10}", bool(row.get("lr_from"))
         ax.errorbar([x], [row["mean"]], yerr=[row["sd"] or 0.0], fmt="o", capsize=3, color=color,
                     mfc=color if full else "white")
-        ax.annotate(f"{arm(row)}{'' if full else ' (grid)'}", (x, row["mean"]), textcoords="offset points",
+        note = f" ({kept:.2g}% kept)" if kept is not None and kept < 0.5 * x else ""  # the prefix: its table only
+        ax.annotate(f"{arm(row)}{note}", (x, row["mean"]), textcoords="offset points",
                     xytext=(5, 3), fontsize=7, color=color)
     for name, row in TABLE1.items():
         ax.plot([row["percent"]], [row["bleu"]], "*", ms=10, c="black")
@@ -125,7 +128,7 @@ def pareto(result: dict, path: Path) -> None:
     handles = [plt.Line2D([], [], marker="o", ls="", color=f"C{i}", label=f"base: {s}") for i, s in enumerate(sizes)]
     handles += [plt.Line2D([], [], marker="o", ls="", color="gray", mfc="white", label="grid arm (5,000 pairs, 2 epochs)"),
                 plt.Line2D([], [], marker="*", ls="", color="black", label="the papers, GPT-2 medium")]
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4)
     ax.set(xscale="log", xlabel="parameters trained (% of the base model)", ylabel="E2E test BLEU",
            title="E2E: test BLEU against parameters trained (mean ± sd over seeds, lr chosen on dev loss)")
     ax.title.set_fontsize(9)

@@ -1,0 +1,86 @@
+"""What each exercise must do, checked against the project's own implementation on random inputs."""
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+
+from minigpt import GPT, GPTConfig
+from minigpt.attention import attend
+from minigpt.attention import causal_mask as reference_mask
+from prefix import PrefixConfig, PrefixTuner
+from prefix.encoder import PrefixEncoder
+
+from .grader import Exercise, Wrong, close
+
+
+def check_causal_mask(causal_mask) -> None:
+    for tq, tk in ((1, 1), (4, 4), (3, 7), (1, 5), (5, 9)):
+        close(reference_mask(tq, tk), causal_mask(tq, tk), f"causal_mask({tq}, {tk})")
+
+
+def check_attention(attention_with_prefix) -> None:
+    for B, H, P, T, D in ((1, 1, 0, 3, 4), (2, 3, 4, 5, 8), (1, 2, 6, 1, 4)):
+        q, k, v = (torch.randn(B, H, T, D) for _ in range(3))
+        pk, pv = torch.randn(B, H, P, D), torch.randn(B, H, P, D)
+        expected = attend(q, torch.cat([pk, k], 2), torch.cat([pv, v], 2))  # minigpt's, bottom-right causal
+        close(expected, attention_with_prefix(q, k, v, pk, pv), f"with P={P} prefix and T={T} tokens")
+
+
+def check_prefix_kv(prefix_kv) -> None:
+    L, H, P, D = 3, 2, 4, 5
+    table = torch.randn(P, L * 2 * H * D)
+    kv = rearrange(table[None], "b p (l two h d) -> l two b h p d", l=L, two=2, h=H)  # as PrefixTuner does
+    got = prefix_kv(table, L, H)
+    if not isinstance(got, (list, tuple)) or len(got) != L:
+        raise Wrong(f"expected a list of {L} (key, value) pairs, one per layer, got {type(got).__name__}"
+                    + (f" of {len(got)}" if isinstance(got, (list, tuple)) else ""))
+    for layer, pair in enumerate(got):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise Wrong(f"layer {layer}: expected a (key, value) pair")
+        close(kv[layer, 0], pair[0], f"layer {layer}'s key", atol=0)
+        close(kv[layer, 1], pair[1], f"layer {layer}'s value", atol=0)
+
+
+def check_reparameterize(reparameterize) -> None:
+    encoder = PrefixEncoder(5, 24, token_dim=8, hidden=16)
+    first, second = encoder.transform[0], encoder.transform[2]
+    with torch.no_grad():
+        got = reparameterize(encoder.embedding.weight, first.weight, first.bias, second.weight, second.bias)
+        close(encoder(), got, "MLP(P') for a 5 x 8 P', 16 hidden units, 24 outputs")
+
+
+def check_training(train_prefix) -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, n_positions=32, n_layer=2, n_head=2, n_embd=32)).eval()
+    with torch.no_grad():  # weights larger than GPT-2's initialization: a prefix moves the outputs quickly
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0, 0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuner = PrefixTuner(model, PrefixConfig(num_virtual_tokens=4, prefix_projection=True, encoder_hidden_size=32))
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 50, (4, 8), generator=g)  # a tiny task to memorize: the same 4 rows each step
+    labels = ids.clone()
+    labels[:, :3] = -100  # no target on the first tokens (as the table in table-to-text)
+    losses = train_prefix(tuner, [(ids, labels)], 60, 1e-2)
+    if not isinstance(losses, (list, tuple)) or len(losses) != 60 or not all(isinstance(x, float) for x in losses):
+        raise Wrong("expected a list of 60 floats (each step's loss.item())")
+    if any(not torch.equal(v, model.state_dict()[k]) for k, v in before.items()):
+        raise Wrong("the base model's weights changed: only the prefix's parameters may train")
+    if not losses[-1] < 0.6 * losses[0]:
+        raise Wrong(f"the loss went from {losses[0]:.3f} to {losses[-1]:.3f} in 60 steps at lr 1e-2; it should "
+                    "fall below 60% of where it started")
+
+
+EXERCISES = [
+    Exercise("1.1", "attention", "causal_mask", check_causal_mask,
+             "query i may see key j when j <= i + (tk - tq): with a prefix, the diagonal is bottom-right"),
+    Exercise("1.2", "attention", "attention_with_prefix", check_attention,
+             "scores are q @ K^T / sqrt(Dh) over the P + T keys; -inf where causal_mask(T, P + T) is False"),
+    Exercise("3.1", "prefix_table", "prefix_kv", check_prefix_kv,
+             "each row holds layer 0's key, layer 0's value, layer 1's key, ...; heads inside each"),
+    Exercise("3.2", "prefix_table", "reparameterize", check_reparameterize,
+             "tanh(P' @ w1.T + b1) @ w2.T + b2"),
+    Exercise("3.3", "training", "train_prefix", check_training,
+             "optimize only [p for p in tuner.parameters() if p.requires_grad]; zero_grad every step"),
+]

@@ -1,0 +1,83 @@
+"""The course's autograder: every solution passes, every untouched exercise fails with its own message, and
+the usual mistakes are named in one line with a hint (never a traceback)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from course.checks import EXERCISES
+from course.grader import grade
+
+ROOT = Path(__file__).resolve().parents[1]
+BY_ID = {e.id: e for e in EXERCISES}
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.id)
+def test_every_solution_passes(exercise):
+    assert grade(exercise, "course.solutions") == (True, f"{exercise.id} {exercise.function}: done")
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.id)
+def test_every_untouched_exercise_fails_with_its_own_message(exercise):
+    ok, line = grade(exercise)
+    assert not ok and line.startswith(f"{exercise.id} {exercise.function}: not done yet. EXERCISE {exercise.id}: ")
+    assert "\n" not in line and "Traceback" not in line
+
+
+def wrong(exercise_id: str, fn) -> str:
+    """The one line the grader gives for `fn` as the answer to an exercise."""
+    from course import grader
+    module = type(sys)("course.exercises.fake")
+    setattr(module, BY_ID[exercise_id].function, fn)
+    sys.modules["course.exercises.fake"] = module
+    try:
+        exercise = BY_ID[exercise_id]
+        return grader.grade(grader.Exercise(exercise.id, "fake", exercise.function, exercise.check, exercise.hint))[1]
+    finally:
+        del sys.modules["course.exercises.fake"]
+
+
+def test_the_usual_mistakes_are_named_with_a_hint():
+    top_left = wrong("1.1", lambda tq, tk: torch.ones(tq, tk, dtype=torch.bool).tril())
+    assert top_left.startswith("1.1 causal_mask: wrong. causal_mask(3, 7): ") and "entries differ" in top_left
+    assert "Hint: query i may see key j when j <= i + (tk - tq)" in top_left
+
+    from course.solutions.prefix_table import prefix_kv
+    swapped = wrong("3.1", lambda table, L, H: [(v, k) for k, v in prefix_kv(table, L, H)])
+    assert swapped.startswith("3.1 prefix_kv: wrong. layer 0's key: differs from the reference")
+
+    def trains_everything(tuner, batches, steps, lr):
+        opt = torch.optim.AdamW(tuner.parameters(), lr=lr)  # the base too
+        out = []
+        for step in range(steps):
+            tuner.model.requires_grad_(True)
+            loss = tuner(*batches[0][:1], labels=batches[0][1]).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            out.append(loss.item())
+        return out
+    assert "the base model's weights changed" in wrong("3.3", trains_everything)
+    assert "expected a list of 60 floats" in wrong("3.3", lambda *a: None)
+
+
+def test_an_answer_that_raises_is_one_line_naming_where():
+    def broken(q, k, v, pk, pv):
+        return q @ k  # shapes that do not multiply
+    line = wrong("1.2", broken)
+    assert line.startswith("1.2 attention_with_prefix: raised RuntimeError: ") and "\n" not in line
+    assert "Hint: scores are q @ K^T" in line
+
+
+def test_make_check_grades_from_the_command_line():
+    done = subprocess.run([sys.executable, "-m", "course", "1.1", "3.2", "--solutions"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "2 of 2 exercises done"
+    todo = subprocess.run([sys.executable, "-m", "course", "1.1"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert todo.returncode == 1 and todo.stdout.startswith("FAIL 1.1 causal_mask: not done yet.") and not todo.stderr
+    unknown = subprocess.run([sys.executable, "-m", "course", "9.9"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert unknown.returncode == 1 and "no exercise 9.9; the exercises: 1.1, 1.2, 3.1, 3.2, 3.3" in unknown.stderr
