@@ -19,7 +19,7 @@ exp_args = $(call opt,task,$(TASK)) $(call opt,model,$(MODEL)) $(call opt,prefix
 	$(call opt,lr,$(LR)) $(call opt,max_train,$(MAX_TRAIN)) $(call opt,max_test,$(MAX_TEST)) \
 	$(call opt,data_dir,$(DATA_DIR)) $(ARGS)
 
-.PHONY: setup test check experiment ablation plots notebooks bench pretrain scale clean-venv
+.PHONY: setup test check lab experiment ablation plots notebooks bench pretrain scale clean-venv
 
 $(VENV)/.runtime: requirements.txt
 	@test -x "$(PY)" || "$(PYTHON)" -m venv "$(VENV)"
@@ -35,6 +35,11 @@ setup: $(VENV)/.test
 
 test: $(VENV)/.test
 	"$(PY)" -m pytest -q $(PYTEST_ARGS)
+
+# Open the notebooks in JupyterLab (installed into the venv on first use; quit with Ctrl-C).
+lab: $(VENV)/.test
+	@"$(PY)" -c "import jupyterlab" 2>/dev/null || "$(PY)" -m pip install -q jupyterlab
+	"$(PY)" -m jupyter lab notebooks/
 
 # Grade the course's exercises (course/exercises/; course/README.md): all, or EX="1.1 3.2" for some.
 check: $(VENV)/.runtime

@@ -1,7 +1,9 @@
 """Execute the teaching notebooks top to bottom and save them with their outputs.
 
-    python notebooks/execute.py                  # every notebooks/*.ipynb, full size (what `make notebooks` runs)
-    python notebooks/execute.py --fast 01_attention_with_a_prefix
+    python notebooks/execute.py                  # every notebooks/*.ipynb, full size, saved in place (what
+                                                 # `make notebooks` runs, to commit the outputs)
+    python notebooks/execute.py --fast 01        # fast mode, saved to .cache/notebooks/ (never over notebooks/)
+    python notebooks/execute.py 03 --out mine/   # full size, saved to mine/ (the committed notebook untouched)
 
 Each notebook runs in a fresh kernel of the current interpreter (`python3`, ipykernel's own kernelspec),
 with `notebooks/` as its working directory. `--fast` sets NOTEBOOK_FAST=1, the switch every notebook reads
@@ -21,6 +23,7 @@ import nbformat
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent
+FAST_OUT = NOTEBOOKS.parent / ".cache" / "notebooks"  # fast-mode runs land here: committed outputs stay full size
 
 
 def notebook_paths(names: list[str] | None = None) -> list[Path]:
@@ -60,14 +63,20 @@ def execute(path: Path, *, fast: bool, timeout: int = 600) -> nbformat.NotebookN
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help="notebooks to run (default: all of notebooks/*.ipynb)")
-    ap.add_argument("--fast", action="store_true", help="NOTEBOOK_FAST=1: fewer steps (CI); outputs still saved")
+    ap.add_argument("--fast", action="store_true", help="NOTEBOOK_FAST=1: fewer steps (CI); saved to --out, by "
+                    f"default {FAST_OUT}, never over the committed notebooks")
+    ap.add_argument("--out", default=None, help="save the executed notebooks in this folder instead of in place")
     ap.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (default 600)")
     args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else (FAST_OUT if args.fast else None)
     for path in notebook_paths(args.names):
         start = time.time()
         nb = execute(path, fast=args.fast, timeout=args.timeout)
-        nbformat.write(nb, path)
-        print(f"{path.name}: executed in {time.time() - start:.1f} s, saved ({path.stat().st_size / 1e3:.0f} kB)")
+        target = path if out is None else out / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, target)
+        print(f"{path.name}: executed in {time.time() - start:.1f} s, saved to {target} "
+              f"({target.stat().st_size / 1e3:.0f} kB)")
     return 0
 
 

@@ -51,3 +51,14 @@ def test_notebook_is_committed_with_full_outputs(path):
     assert nb.metadata.get("notebook_fast") is False, f"{path.name} holds fast-mode outputs: {rerun}"
     assert not errors(nb), f"{path.name} was saved with errors {errors(nb)}: {rerun}"
     assert any(c.outputs for c in code_cells(nb)), f"{path.name} has no outputs: {rerun}"
+
+
+def test_a_fast_run_never_writes_over_the_committed_notebooks(tmp_path, monkeypatch):
+    from notebooks import execute as ex
+    committed = PATHS[0].read_bytes()
+    monkeypatch.setattr(ex, "execute", lambda path, **kw: nbformat.read(path, as_version=4))  # the saving alone
+    monkeypatch.setattr(ex, "FAST_OUT", tmp_path / "fast")
+    ex.main(["--fast", PATHS[0].stem])
+    assert (tmp_path / "fast" / PATHS[0].name).exists() and PATHS[0].read_bytes() == committed
+    ex.main([PATHS[0].stem, "--out", str(tmp_path / "mine")])
+    assert (tmp_path / "mine" / PATHS[0].name).exists() and PATHS[0].read_bytes() == committed
