@@ -19,7 +19,7 @@ exp_args = $(call opt,task,$(TASK)) $(call opt,model,$(MODEL)) $(call opt,prefix
 	$(call opt,lr,$(LR)) $(call opt,max_train,$(MAX_TRAIN)) $(call opt,max_test,$(MAX_TEST)) \
 	$(call opt,data_dir,$(DATA_DIR)) $(ARGS)
 
-.PHONY: setup test check lab experiment ablation plots notebooks bench pretrain scale clean-venv
+.PHONY: setup test check lab slides experiment ablation plots notebooks bench pretrain scale clean-venv
 
 $(VENV)/.runtime: requirements.txt
 	@test -x "$(PY)" || "$(PYTHON)" -m venv "$(VENV)"
@@ -40,6 +40,11 @@ test: $(VENV)/.test
 lab: $(VENV)/.test
 	@"$(PY)" -c "import jupyterlab" 2>/dev/null || "$(PY)" -m pip install -q jupyterlab
 	"$(PY)" -m jupyter lab notebooks/
+
+# The notebooks as reveal.js slide decks in .cache/slides/ (nbconvert installed into the venv on first use).
+slides: $(VENV)/.test
+	@"$(PY)" -c "import nbconvert" 2>/dev/null || "$(PY)" -m pip install -q nbconvert
+	"$(PY)" -m course.slides $(NB)
 
 # Grade the course's exercises (course/exercises/; course/README.md): all, or EX="1.1 3.2" for some.
 check: $(VENV)/.runtime

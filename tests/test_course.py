@@ -81,3 +81,16 @@ def test_make_check_grades_from_the_command_line():
     assert todo.returncode == 1 and todo.stdout.startswith("FAIL 1.1 causal_mask: not done yet.") and not todo.stderr
     unknown = subprocess.run([sys.executable, "-m", "course", "9.9"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert unknown.returncode == 1 and "no exercise 9.9; the exercises: 1.1, 1.2, 3.1, 3.2, 3.3" in unknown.stderr
+
+
+def test_slides_start_at_each_section_and_leave_the_notebooks_alone():
+    import nbformat
+
+    from course.slides import NOTEBOOKS, as_slides
+    path = NOTEBOOKS / "01_attention_with_a_prefix.ipynb"
+    before = path.read_bytes()
+    nb = as_slides(nbformat.read(path, as_version=4))
+    starts = [c.source.split("\n", 1)[0] for c in nb.cells if c.metadata["slideshow"]["slide_type"] == "slide"]
+    assert starts[0].startswith("# 01") and "## 1. Attention from the equations" in starts
+    assert len(starts) == 1 + sum(c.cell_type == "markdown" and c.source.startswith("## ") for c in nb.cells)
+    assert path.read_bytes() == before
