@@ -5,6 +5,7 @@ import torch
 from einops import rearrange
 
 from minigpt import GPT, GPTConfig
+from minigpt.datadir import PROJECT_ROOT
 from minigpt.attention import attend
 from minigpt.attention import causal_mask as reference_mask
 from prefix import PrefixConfig, PrefixTuner
@@ -24,6 +25,22 @@ def check_attention(attention_with_prefix) -> None:
         pk, pv = torch.randn(B, H, P, D), torch.randn(B, H, P, D)
         expected = attend(q, torch.cat([pk, k], 2), torch.cat([pv, v], 2))  # minigpt's, bottom-right causal
         close(expected, attention_with_prefix(q, k, v, pk, pv), f"with P={P} prefix and T={T} tokens")
+
+
+def check_beam_search(beam_search) -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, n_positions=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    with torch.no_grad():  # larger weights than GPT-2's initialization: beams that differ, scores that do not tie
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0, 0.3)
+    k = torch.randn(1, 2, 3, 8)
+    prefix = [(k, -k)] * 2
+    for num_beams, steps in ((1, 4), (3, 5), (5, 3)):
+        ids = torch.randint(0, 40, (1, 4))
+        expected = model.generate(ids, steps, num_beams=num_beams, prefix=prefix, length_penalty=0.0)
+        close(expected, beam_search(model, ids, prefix, num_beams, steps),
+              f"{num_beams} beams, {steps} steps", atol=0)
 
 
 def check_prefix_kv(prefix_kv) -> None:
@@ -72,15 +89,66 @@ def check_training(train_prefix) -> None:
                     "fall below 60% of where it started")
 
 
+def answer(value, kind: type, what: str):
+    """A question's answer, checked for its kind; NotImplementedError while it is still None."""
+    if value is None:
+        raise NotImplementedError(f"not answered yet: {what}")
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise Wrong(f"expected an integer, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise Wrong(f"expected a word, got {value!r}")
+    return value
+
+
+def expect(value, expected, what: str) -> None:
+    if value != expected:
+        raise Wrong(f"{value!r} is not right ({what})")
+
+
+def check_q01(value) -> None:
+    expect(answer(value, int, "count the True entries of the first row of the causal mask"),
+           int(reference_mask(5, 15)[0].sum()), "the first token sees every prefix position, and itself")
+
+
+def check_q02(value) -> None:
+    with torch.device("meta"):
+        expected = GPT(GPTConfig.from_name("gpt2")).num_parameters()
+    expect(answer(value, int, "build the model and count"), expected, "count them on a model on the meta device")
+
+
+def check_q03(value) -> None:
+    from minigpt.weights import load_config
+    c = load_config(PROJECT_ROOT / "checkpoints" / "minigpt-gutenberg")
+    expect(answer(value, int, "what the table holds, per layer and position"), 2 * c.n_layer * 10 * c.n_embd,
+           "a key and a value per layer and position, each n_embd numbers")
+
+
+def check_q04(value) -> None:
+    from experiments.reports.findings import Plan, compare
+    plan = Plan("lowdata", PROJECT_ROOT)
+    a, b = plan.arm("e2e", "prefix-n500"), plan.arm("e2e", "finetune-n500")
+    d, se = compare(a, b)
+    expected = "ahead" if d > 2 * se else "behind" if d < -2 * se else "level"
+    expect(answer(value, str, "compare the means with their standard error"), expected,
+           "the difference of the means against 2 standard errors")
+
+
 EXERCISES = [
     Exercise("1.1", "attention", "causal_mask", check_causal_mask,
              "query i may see key j when j <= i + (tk - tq): with a prefix, the diagonal is bottom-right"),
     Exercise("1.2", "attention", "attention_with_prefix", check_attention,
              "scores are q @ K^T / sqrt(Dh) over the P + T keys; -inf where causal_mask(T, P + T) is False"),
+    Exercise("2.1", "decoding", "beam_search", check_beam_search,
+             "scores add up log-probabilities; keep the best num_beams of all (beam, token) pairs, not per beam"),
     Exercise("3.1", "prefix_table", "prefix_kv", check_prefix_kv,
              "each row holds layer 0's key, layer 0's value, layer 1's key, ...; heads inside each"),
     Exercise("3.2", "prefix_table", "reparameterize", check_reparameterize,
              "tanh(P' @ w1.T + b1) @ w2.T + b2"),
     Exercise("3.3", "training", "train_prefix", check_training,
              "optimize only [p for p in tuner.parameters() if p.requires_grad]; zero_grad every step"),
+    Exercise("1.q", "questions", "Q01", check_q01, "keys = [prefix; tokens]; the diagonal sits bottom-right"),
+    Exercise("2.q", "questions", "Q02", check_q02, "model.num_parameters() counts a shared tensor once"),
+    Exercise("3.q", "questions", "Q03", check_q03, "prefix_kv: per layer a key and a value of P x n_embd"),
+    Exercise("4.q", "questions", "Q04", check_q04, "a difference counts when it is more than 2 se = "
+             "2 sqrt(sd_a^2 / n_a + sd_b^2 / n_b)"),
 ]

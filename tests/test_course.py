@@ -24,7 +24,8 @@ def test_every_solution_passes(exercise):
 @pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.id)
 def test_every_untouched_exercise_fails_with_its_own_message(exercise):
     ok, line = grade(exercise)
-    assert not ok and line.startswith(f"{exercise.id} {exercise.function}: not done yet. EXERCISE {exercise.id}: ")
+    own = "not answered yet: " if exercise.module == "questions" else f"EXERCISE {exercise.id}: "
+    assert not ok and line.startswith(f"{exercise.id} {exercise.function}: not done yet. {own}")
     assert "\n" not in line and "Traceback" not in line
 
 
@@ -62,6 +63,14 @@ def test_the_usual_mistakes_are_named_with_a_hint():
             out.append(loss.item())
         return out
     assert "the base model's weights changed" in wrong("3.3", trains_everything)
+
+    def greedy_per_beam(model, ids, prefix, num_beams, steps):  # each beam's best token only: not beam search
+        for _ in range(steps):
+            ids = torch.cat([ids, model(ids, prefix=prefix)[:, -1:].argmax(-1)], dim=1)
+        return ids
+    assert wrong("2.1", greedy_per_beam).startswith("2.1 beam_search: wrong. 3 beams, 5 steps: ")
+    assert wrong("4.q", "ahead").startswith("4.q Q04: wrong. 'ahead' is not right")
+    assert "expected an integer, got '11'" in wrong("1.q", "11")
     assert "expected a list of 60 floats" in wrong("3.3", lambda *a: None)
 
 
@@ -80,7 +89,7 @@ def test_make_check_grades_from_the_command_line():
     todo = subprocess.run([sys.executable, "-m", "course", "1.1"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert todo.returncode == 1 and todo.stdout.startswith("FAIL 1.1 causal_mask: not done yet.") and not todo.stderr
     unknown = subprocess.run([sys.executable, "-m", "course", "9.9"], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert unknown.returncode == 1 and "no exercise 9.9; the exercises: 1.1, 1.2, 3.1, 3.2, 3.3" in unknown.stderr
+    assert unknown.returncode == 1 and "no exercise 9.9; the exercises: 1.1, 1.2, 2.1, 3.1" in unknown.stderr
 
 
 def test_slides_start_at_each_section_and_leave_the_notebooks_alone():
