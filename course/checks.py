@@ -27,13 +27,20 @@ def check_attention(attention_with_prefix) -> None:
         close(expected, attention_with_prefix(q, k, v, pk, pv), f"with P={P} prefix and T={T} tokens")
 
 
-def check_beam_search(beam_search) -> None:
+def random_model(vocab_size: int, n_embd: int, std: float) -> GPT:
+    """A tiny 2-layer GPT whose matrices are drawn with `std` (seeded), in eval mode."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=40, n_positions=32, n_layer=2, n_head=2, n_embd=16)).eval()
-    with torch.no_grad():  # larger weights than GPT-2's initialization: beams that differ, scores that do not tie
+    model = GPT(GPTConfig(vocab_size=vocab_size, n_positions=32, n_layer=2, n_head=2, n_embd=n_embd)).eval()
+    with torch.no_grad():
         for p in model.parameters():
             if p.ndim == 2:
-                p.normal_(0, 0.3)
+                p.normal_(0, std)
+    return model
+
+
+def check_beam_search(beam_search) -> None:
+    # larger weights than GPT-2's initialization: beams that differ, scores that do not tie
+    model = random_model(vocab_size=40, n_embd=16, std=0.3)
     k = torch.randn(1, 2, 3, 8)
     prefix = [(k, -k)] * 2
     for num_beams, steps in ((1, 4), (3, 5), (5, 3)):
@@ -67,12 +74,7 @@ def check_reparameterize(reparameterize) -> None:
 
 
 def check_training(train_prefix) -> None:
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=50, n_positions=32, n_layer=2, n_head=2, n_embd=32)).eval()
-    with torch.no_grad():  # weights larger than GPT-2's initialization: a prefix moves the outputs quickly
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.normal_(0, 0.1)
+    model = random_model(vocab_size=50, n_embd=32, std=0.1)  # a prefix moves its outputs quickly
     before = {k: v.clone() for k, v in model.state_dict().items()}
     tuner = PrefixTuner(model, PrefixConfig(num_virtual_tokens=4, prefix_projection=True, encoder_hidden_size=32))
     g = torch.Generator().manual_seed(1)

@@ -31,6 +31,7 @@ from minigpt.runtime import GracefulInterrupt, autocast, evaluating, rank_and_wo
 from minigpt.io import CheckpointError, atomic_write, load_state
 
 from .data import bucket_batches
+from .runid import RunId, recorded_settings
 
 
 
@@ -299,13 +300,8 @@ def check_same_run(saved: dict | None, now: dict | None, state_file: Path) -> No
     replaced): the settings and the model and data fingerprints must be those it was saved with."""
     if not saved or not now:  # a state saved before records were kept, or a run without a record
         return
-    settings, before = now.get("settings", {}), saved.get("settings", {})
-    moved = None not in (now.get("inputs", {}).get("model"), saved.get("inputs", {}).get("model")) and \
-        now["inputs"]["model"] == saved["inputs"]["model"]  # the same model files, moved: the same model
-    diffs = [f"{k} {json.dumps(before.get(k))} -> {json.dumps(v)}" for k, v in settings.items()
-             if k in before and before[k] != v and not (k == "model" and moved)]
-    diffs += [f"the {k} files changed" for k, v in now.get("inputs", {}).items()
-              if None not in (v, saved.get("inputs", {}).get(k)) and saved["inputs"][k] != v]
+    diffs = RunId(now.get("settings", {}), now.get("inputs", {})).differences(
+        RunId(recorded_settings(saved.get("settings", {})), saved.get("inputs", {})))
     if diffs:
         raise SystemExit(f"error: {state_file} was saved by a run with other settings or files ({'; '.join(diffs)})"
                          f"; resuming would mix them: delete {state_file.parent} to start this run afresh")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import checks
 from .attention import KVCache, PrefixKV
 
 NEG = -1.0e9
@@ -121,7 +122,7 @@ def check_arguments(max_new_tokens, num_beams, do_sample, temperature, top_k, to
         raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p}")
 
 
-def check_room(config, input_ids, max_new_tokens: int, n_prefix: int, position_offset: int | None, extra: int,
+def check_room(config, input_ids, max_new_tokens: int, prefix, position_offset: int | None, extra: int,
                token_ids: dict) -> None:
     """The prompt must be (B, T) integer ids, the token ids given must be in the vocabulary, and the longest
     continuation must fit the context: position offset + T + infix + max_new_tokens <= n_positions."""
@@ -132,6 +133,7 @@ def check_room(config, input_ids, max_new_tokens: int, n_prefix: int, position_o
         whole(name, value, 0, optional=True)
         if value is not None and value >= config.vocab_size:
             raise ValueError(f"{name}={value} is outside the vocabulary [0, {config.vocab_size})")
+    n_prefix = checks.prefix_length(config, prefix, input_ids.shape[0])  # the prefix's shapes checked too
     start = n_prefix if position_offset is None else position_offset
     room = config.n_positions - start - input_ids.shape[1] - extra
     if max_new_tokens > room:
@@ -164,8 +166,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     """
     check_arguments(max_new_tokens, num_beams, do_sample, temperature, top_k, top_p, length_penalty, min_new_tokens)
     extra = 0 if infix is None else infix[0][0][0].shape[2]  # the infix's positions
-    n_prefix = max((kv[0].shape[2] for kv in prefix or () if kv is not None), default=0)
-    check_room(model.config, input_ids, max_new_tokens, n_prefix, position_offset, extra,
+    check_room(model.config, input_ids, max_new_tokens, prefix, position_offset, extra,
                {"eos_token_id": eos_token_id, "pad_token_id": pad_token_id})
     if max_new_tokens == 0:
         return input_ids

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from minigpt.io import atomic_write
 
 from .files import PrefixFileError
-from .parts import Addition
+from .parts import Addition, added_state, load_added
 
 WEIGHTS = "adapters.safetensors"
 
@@ -77,13 +77,9 @@ def remove_adapters(model: nn.Module) -> nn.Module:
     return model
 
 
-def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().float().contiguous() for n, p in model.named_parameters() if ".adapter." in n}
-
-
 def save_adapters(model: nn.Module, directory: str | Path) -> None:
     """Write the adapters' weights (`adapters.safetensors`, their size in its metadata)."""
-    state = adapter_state(model)
+    state = added_state(model)
     if not state:
         raise ValueError("this model has no adapters to save: call add_adapters first")
     meta = {"format": "pt", "size": str(model.adapter_size)}
@@ -94,16 +90,15 @@ def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
     """Give `model` (a GPT of the shape they were trained on) the adapters saved in `directory`."""
     path = Path(directory) / WEIGHTS
     try:
-        state = load_file(str(path))
         with safe_open(str(path), "pt") as f:
             size = int(f.metadata()["size"])
+            state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # a missing, damaged or foreign file (safetensors raises its own error types)
         raise PrefixFileError(f"{path}: not an adapters file this code can read ({type(e).__name__}: {e}); "
                               "save_adapters writes one") from None
     add_adapters(model, size)
-    expected = {n: p.shape for n, p in model.named_parameters() if ".adapter." in n}
-    if {n: v.shape for n, v in state.items()} != expected:
-        remove_adapters(model)
-        raise PrefixFileError(f"{path} does not fit this model: its adapters were trained for another model shape")
-    model.load_state_dict(state, strict=False)
-    return model
+    try:
+        return load_added(model, state, str(path))
+    except PrefixFileError:
+        remove_adapters(model)  # the model is left as it came
+        raise

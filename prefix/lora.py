@@ -33,7 +33,7 @@ from torch import nn
 from minigpt.io import atomic_write
 
 from .files import PrefixFileError
-from .parts import Addition
+from .parts import Addition, added_state, load_added
 
 PARTS = {"q": 0, "k": 1, "v": 2}  # the thirds of c_attn's output
 TARGETS = (*PARTS, "c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -139,15 +139,10 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The updates' weights, by their names in the model (`transformer.h.0.attn.c_attn.updates.0.lora_A.weight`)."""
-    return {n: p.detach().float().contiguous() for n, p in model.named_parameters() if ".updates." in n}
-
-
 def save_lora(model: nn.Module, directory: str | Path) -> None:
     """Write the updates (`lora.safetensors`) and the settings that made them (`lora_config.json`)."""
     directory = Path(directory)
-    state = lora_state(model)
+    state = added_state(model)
     if not state:
         raise ValueError("this model has no LoRA updates to save: call add_lora first")
     text = json.dumps(model.lora_settings, indent=2)
@@ -165,13 +160,7 @@ def load_lora(model: nn.Module, directory: str | Path) -> nn.Module:
     except Exception as e:  # a missing, damaged or foreign file (safetensors raises its own error types)
         raise PrefixFileError(f"{directory}: not a LoRA folder this code can read ({type(e).__name__}: {e}); it "
                               f"needs {CONFIG} and {WEIGHTS} as save_lora writes them") from None
-    expected = {n: p.shape for n, p in model.named_parameters() if ".updates." in n}
-    if {n: v.shape for n, v in state.items()} != expected:
-        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        raise PrefixFileError(f"{directory / WEIGHTS} does not fit this model: missing {missing[:3]}, extra "
-                              f"{extra[:3]}, or shapes differ: it was trained for another model shape")
-    model.load_state_dict(state, strict=False)
-    return model
+    return load_added(model, state, str(directory / WEIGHTS))
 
 
 def main(argv: list[str] | None = None) -> None:

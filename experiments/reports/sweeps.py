@@ -298,7 +298,7 @@ def groups_table(sw: Sweep, rows: list[dict]) -> list[str]:
         name = runs[0]["run"].rsplit("-seed", 1)[0] + (f" (not compared: {json.dumps(other)})" if other else "")
         lines.append(f"| {name} | {len(runs)} | {runs[0]['config']['lr']:g} | " +
                      " | ".join(cells) + f" | {count(runs[0]['metrics'], 'trainable_params')} | "
-                     f"{kept_params(runs[0]['metrics'])} | {stats(runs, 'train_seconds')[0]:.0f} |")
+                     f"{count(runs[0]['metrics'], 'kept_params')} | {stats(runs, 'train_seconds')[0]:.0f} |")
     return lines
 
 
@@ -322,9 +322,6 @@ def count(metrics: dict, key: str) -> str:
     """A run's parameter count `key` (trainable_params, kept_params), or – where its record lacks it."""
     return f"{metrics[key]:,}" if isinstance(metrics.get(key), int) else "–"
 
-
-def kept_params(metrics: dict) -> str:
-    return count(metrics, "kept_params")
 
 
 ABLATION = Path("studies/ablation")  # the shipped sweeps: the ablation study (relative to the project root)
