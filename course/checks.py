@@ -135,6 +135,16 @@ def check_q04(value) -> None:
            "the difference of the means against 2 standard errors")
 
 
+def check_q05(value) -> None:
+    from minigpt import load_tokenizer
+    model = GPT.from_pretrained(PROJECT_ROOT / "checkpoints" / "minigpt-gutenberg").eval()
+    config = PrefixConfig(10, init="text", init_text="table-to-text:")
+    keys = PrefixTuner(model, config, tokenizer=load_tokenizer()).prefix_kv()[0][0]  # layer 0: (1, heads, 10, head_dim)
+    expected = len(torch.unique(rearrange(keys, "b h p d -> (b p) (h d)"), dim=0))
+    expect(answer(value, int, "build the prefix and count its distinct keys"), expected,
+           "a repeated token is not a repeated key")
+
+
 EXERCISES = [
     Exercise("1.1", "attention", "causal_mask", check_causal_mask,
              "query i may see key j when j <= i + (tk - tq): with a prefix, the diagonal is bottom-right"),
@@ -153,4 +163,6 @@ EXERCISES = [
     Exercise("3.q", "questions", "Q03", check_q03, "prefix_kv: per layer a key and a value of P x n_embd"),
     Exercise("4.q", "questions", "Q04", check_q04, "a difference counts when it is more than 2 se = "
              "2 sqrt(sd_a^2 / n_a + sd_b^2 / n_b)"),
+    Exercise("5.q", "questions", "Q05", check_q05, "each position's key is computed at its own position, after what "
+             "precedes it: position embeddings differ"),
 ]

@@ -70,6 +70,7 @@ def test_the_usual_mistakes_are_named_with_a_hint():
         return ids
     assert wrong("2.1", greedy_per_beam).startswith("2.1 beam_search: wrong. 3 beams, 5 steps: ")
     assert wrong("4.q", "ahead").startswith("4.q Q04: wrong. 'ahead' is not right")
+    assert "6 is not right (a repeated token is not a repeated key)" in wrong("5.q", 6)  # the phrase's token count
     assert "expected an integer, got '11'" in wrong("1.q", "11")
     assert "expected a list of 60 floats" in wrong("3.3", lambda *a: None)
 

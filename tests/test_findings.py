@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from experiments.plans import eval_name
 from experiments.reports import figure, findings
 from experiments.reports.findings import Arm, Plan, at_least, higher
@@ -145,6 +147,27 @@ def test_the_figure_draws_each_arm_at_its_dev_chosen_lr_with_every_seed(tmp_path
     seeds = sorted(float(y) for line in e2e.lines for y in line.get_ydata() if line.get_marker() == "o")
     assert seeds == [45.0, 50.0, 52.0, 60.0, 61.0, 62.0]  # each seed, the collapsed 45 too; not the 0.0003 runs
     assert "finished yet" not in texts(e2e) and "finished yet" in texts(sst2) and "finished yet" in texts(low)
+
+
+def test_each_finding_has_a_figure_of_its_own_with_the_same_arms_and_legible_labels(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    write_runs(tmp_path, "fulldata", "prefix", "e2e", {0.001: [50.0, 52.0, 45.0]}, {0.001: 1.5})
+    plans = findings.load(tmp_path)
+    whole = figure.figure(plans)
+    own = figure.finding_figure("full data", plans)
+    assert len(own.axes) == 2
+    heights = [[round(p.get_height(), 3) for p in ax.patches] for ax in own.axes]
+    assert heights == [[round(p.get_height(), 3) for p in ax.patches] for ax in whole.axes[:2]] == [[49.0], []]
+    for name in figure.PANELS:
+        fig = figure.finding_figure(name, plans)
+        texts_and_legends = [t for ax in fig.axes for t in ax.texts + ([ax.get_legend()] if ax.get_legend() else [])]
+        assert all(ax.title.get_fontsize() >= 11 for ax in fig.axes), name
+        assert all(t.get_fontsize() >= 8 for t in texts_and_legends if hasattr(t, "get_fontsize")), name
+        assert fig.dpi >= 100 and fig.get_figwidth() >= 7, name  # not shrunk to fit eight panels
+        assert texts_and_legends, name  # a legend or the "no arm finished yet" note
+    with pytest.raises(ValueError, match="the panels are: full data"):
+        figure.finding_figure("nonsense", plans)
 
 
 def test_an_arm_counts_only_once_its_first_seed_has_run_its_whole_grid(tmp_path):

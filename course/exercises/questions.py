@@ -14,6 +14,11 @@ Q02 = None
 # model (checkpoints/minigpt-gutenberg) keep? (an integer)
 Q03 = None
 
-# Notebook 04, section 11. With 500 training pairs (studies/lowdata, arms prefix-n500 and finetune-n500), is
+# Notebook 04, section 3. With 500 training pairs (studies/lowdata, arms prefix-n500 and finetune-n500), is
 # the prefix "ahead" of fine-tuning, "behind" it, or "level" (within 2 standard errors)? (one of those words)
 Q04 = None
+
+# Notebook 05, section 5. The `worded` prefix starts as the keys and values the frozen model computes for the
+# tokens of "table-to-text:", repeated to fill 10 positions. Before any training, how many different key vectors
+# does it hold at layer 0 (one per position, all heads together)? (an integer)
+Q05 = None

@@ -188,29 +188,54 @@ def adaptation(ax, adapt: Plan) -> None:
            xticklabels=["plain base", "adapted base"])
 
 
+# each finding's panel: (draw(axes..., plan), the study it reads, the task of each axis: its floors and y scale)
+PANELS = {"full data": (full_data, 0, ("e2e", "sst2")), "low data": (low_data, 1, ("e2e",)),
+          "extrapolation": (extrapolation, 2, (None,)), "length": (length, 3, ("e2e",)),
+          "depth and position": (depth_and_position, 3, ("e2e",)), "stability": (stability, 3, ("e2e",)),
+          "adaptation": (adaptation, 4, ("e2e",))}
+
+
+def finish(ax, task: str | None, fontsize: float) -> None:
+    """Floors, the shared BLEU scale (the paper's values in view) and the legend of one panel."""
+    if task:
+        draw_floors(ax, task, fontsize=fontsize)
+    if task != "sst2":
+        ax.set_ylim(0, 88)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=fontsize, loc="best")
+
+
 def figure(plans: list[Plan] | None = None):
     """The findings as one figure of eight panels (the table's rows, drawn); returns the matplotlib figure."""
     import matplotlib.pyplot as plt
-    full, low, web, abl, adapt = (plans or load())[:5]
+    plans = plans or load()
     fig, axes = plt.subplots(2, 4, figsize=(20, 9.5))
-    (a_full, a_sst, a_low, a_web), (a_len, a_pos, a_rep, a_adapt) = axes
-    full_data(a_full, a_sst, full)
-    low_data(a_low, low)
-    extrapolation(a_web, web)
-    length(a_len, abl)
-    depth_and_position(a_pos, abl)
-    stability(a_rep, abl)
-    adaptation(a_adapt, adapt)
-    for ax, task in zip(axes.flat, ("e2e", "sst2", "e2e", None, "e2e", "e2e", "e2e", "e2e")):
-        if task:
-            draw_floors(ax, task, fontsize=6)
-        if task != "sst2":  # one BLEU scale for every panel, the paper's values in view
-            ax.set_ylim(0, 88)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="best")
-        ax.title.set_fontsize(9)
+    free = iter(axes.flat)
+    for draw, study, tasks in PANELS.values():
+        panel_axes = [next(free) for _ in tasks]
+        draw(*panel_axes, plans[study])
+        for ax, task in zip(panel_axes, tasks):
+            finish(ax, task, 6)
+            ax.title.set_fontsize(9)
     fig.text(0.5, 0.005, CAPTION, ha="center", va="bottom", fontsize=8, wrap=True)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def finding_figure(name: str, plans: list[Plan] | None = None):
+    """One finding's panel as a figure of its own, its labels legible at 100% (for notebooks and slides)."""
+    import matplotlib.pyplot as plt
+    if name not in PANELS:
+        raise ValueError(f"no finding panel {name!r}; the panels are: {', '.join(PANELS)}")
+    draw, study, tasks = PANELS[name]
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(7.5, 4.6 * len(tasks)), dpi=100, squeeze=False)
+    draw(*axes[:, 0], (plans or load())[study])
+    for ax, task in zip(axes[:, 0], tasks):
+        finish(ax, task, 8)
+        ax.title.set_fontsize(11)
+        for text in ax.texts:  # the lrs beside the points, the floors' names
+            text.set_fontsize(max(text.get_fontsize(), 8))
+    fig.tight_layout()
     return fig
 
 

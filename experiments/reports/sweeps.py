@@ -346,7 +346,7 @@ def write(results: Path, report: Path, title: str | None = None) -> Path:
              "These are the earlier sweeps (a fixed lr per arm, not chosen on dev loss). The paper's findings "
              "under one protocol, each with a verdict, are in [studies/RESULTS.md](../RESULTS.md); the base "
              "model's size in [scale](../scale/README.md) (`make scale`); adapting the base on task text before "
-             "prefix-tuning in [adaptation](../adaptation/RESULTS.md) and notebook 04 section 10.", ""]
+             "prefix-tuning in [adaptation](../adaptation/RESULTS.md) and notebook 04 section 9.", ""]
     gaps = {}
     for task in tasks.found([r["config"] for r in rows]):
         section, gaps[task] = task_section(task, [r for r in rows if r["config"]["task"] == task], report)
