@@ -38,15 +38,20 @@ def test_tiny_pretraining_run(tmp_path):
         assert (hf(x).logits - ours(x)).abs().max() < 1e-3  # fp16 weights, same numbers both sides
 
 
-def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two checkpoint folders hold bit-identical weights under the same names."""
+    a, b = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("optimizer", [[], ["--optimizer", "muon"], ["--schedule", "wsd"]])
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, optimizer):
     cache = tmp_path / "cache"
-    pretrain(tiny_args(tmp_path / "straight", cache))
-    assert pretrain(tiny_args(tmp_path / "resumed", cache, "--stop-after-steps", "3")) == {}
+    pretrain(tiny_args(tmp_path / "straight", cache, *optimizer))
+    assert pretrain(tiny_args(tmp_path / "resumed", cache, "--stop-after-steps", "3", *optimizer)) == {}
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
-    pretrain(tiny_args(tmp_path / "resumed", cache, "--resume", "--save-dtype", "float16"))
-    a = load_file(tmp_path / "straight" / "model.safetensors")
-    b = load_file(tmp_path / "resumed" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pretrain(tiny_args(tmp_path / "resumed", cache, "--resume", "--save-dtype", "float16", *optimizer))
+    assert same_weights(tmp_path / "straight", tmp_path / "resumed")
 
 
 def test_ctrl_c_finishes_the_step_saves_and_resuming_equals_uninterrupted(tmp_path, monkeypatch):
@@ -70,9 +75,7 @@ def test_ctrl_c_finishes_the_step_saves_and_resuming_equals_uninterrupted(tmp_pa
     monkeypatch.undo()
     assert torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=False)["step"] == 3
     pretrain(tiny_args(tmp_path / "resumed", cache, "--resume", "--save-dtype", "float16"))
-    a = load_file(tmp_path / "straight" / "model.safetensors")
-    b = load_file(tmp_path / "resumed" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(tmp_path / "straight", tmp_path / "resumed")
 
 
 def test_shipped_checkpoint():
