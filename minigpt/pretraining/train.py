@@ -41,8 +41,10 @@ from ..io import CheckpointError, atomic_write, load_state
 from ..model import GPT
 from ..runtime import GracefulInterrupt, autocast, evaluating
 from ..tokenizer import load_tokenizer
+from ..weights import write_checkpoint
 from .mixture import Mixture, Source, split_files, unigram_loss, val_windows
 from .optim import OPTIMIZERS, SCHEDULES, decaying, lr_scale, make_optimizers, set_lr
+from .padding import pad_vocab, unpadded
 
 
 # ---------------------------------------------------------------- data
@@ -72,14 +74,15 @@ EVAL_BATCH = 16  # windows per evaluation batch: their fp32 logits (16 x 512 x 5
 
 
 @torch.no_grad()
-def evaluate(model: GPT, windows: torch.Tensor, batch: int, device, autocast) -> float:
-    """Mean next-token loss (nats) over the fixed validation windows (the model's mode is restored)."""
+def evaluate(model: GPT, windows: torch.Tensor, batch: int, device, autocast, vocab: int | None = None) -> float:
+    """Mean next-token loss (nats) over the fixed validation windows (the model's mode is restored), over the
+    first `vocab` logits (all by default; fewer for a padded vocabulary)."""
     total, count = 0.0, 0
     with evaluating(model):
         for i in range(0, len(windows), batch):
             w = windows[i:i + batch].to(device)
             with autocast():
-                logits = model(w[:, :-1])
+                logits = model(w[:, :-1])[..., :vocab]
             total += F.cross_entropy(logits.float().flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
             count += w[:, 1:].numel()
     return total / count
@@ -109,6 +112,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-embd", type=positive(int), default=256)
     p.add_argument("--block-size", type=positive(int), default=512, help="training context (= n_positions)")
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--pad-vocab", type=positive(int), default=None, metavar="N", help="train with the embedding / "
+                   "output matrix padded to a multiple of N rows (64: 50304, faster on GPUs); the extra rows get no "
+                   "probability and are cut off when saving")
     p.add_argument("--batch-size", type=positive(int), default=16, help="sequences per micro-batch per process")
     p.add_argument("--grad-accum", type=positive(int), default=1)
     p.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS, help="muon: torch.optim.Muon for the "
@@ -175,25 +181,26 @@ def check_out_dir(args: argparse.Namespace) -> Path:
     return out
 
 
-def lm_loss(fwd, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of `fwd(x)` against `y`, in fp32."""
-    return F.cross_entropy(fwd(x).float().flatten(0, 1), y.flatten())
+def lm_loss(fwd, x: torch.Tensor, y: torch.Tensor, vocab: int | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy of `fwd(x)`'s first `vocab` logits (all by default) against `y`, in fp32."""
+    return F.cross_entropy(fwd(x)[..., :vocab].float().flatten(0, 1), y.flatten())
 
 
-def compiled_loss(model: GPT, args, mixture: Mixture, device, autocast, ddp: bool):
+def compiled_loss(run: Pretraining):
     """(loss function of (x, y), the DDP wrapper or None). With --compile the model and loss are compiled
     together (the fp32 logits are then never stored); under DDP only the model is, inside the wrapper."""
+    model, args, device, ddp = run.model, run.args, run.device, run.ddp
     fwd = model
-    loss = partial(lm_loss, model)
+    loss = partial(lm_loss, model, vocab=run.vocab)
     if args.compile:
         try:  # compile errors surface at the first call: try one step, fall back to eager
             if ddp:
                 fwd = torch.compile(model)
-                candidate = partial(lm_loss, fwd)
+                candidate = partial(lm_loss, fwd, vocab=run.vocab)
             else:
                 candidate = torch.compile(loss)
-            x, y = mixture.batch(args.batch_size, np.random.default_rng(0), device)
-            with autocast():
+            x, y = run.mixture.batch(args.batch_size, np.random.default_rng(0), device)
+            with run.bf16_autocast():
                 candidate(x, y).backward()
             loss = candidate
         except Exception as e:  # pragma: no cover - depends on the platform's compiler
@@ -204,7 +211,7 @@ def compiled_loss(model: GPT, args, mixture: Mixture, device, autocast, ddp: boo
         return loss, None
     from torch.nn.parallel import DistributedDataParallel
     wrapped = DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None)
-    return partial(lm_loss, wrapped), wrapped
+    return partial(lm_loss, wrapped, vocab=run.vocab), wrapped
 
 
 def setup_device(args) -> tuple[bool, int, int, torch.device]:
@@ -220,7 +227,8 @@ def setup_device(args) -> tuple[bool, int, int, torch.device]:
     return True, dist.get_rank(), dist.get_world_size(), device
 
 
-def build_model(args, device) -> GPT:
+def build_model(args, device) -> tuple[GPT, int]:
+    """(the model to train, its real vocabulary size: less than the model's with --pad-vocab)."""
     if args.init_from:
         model = GPT.from_pretrained(args.init_from, dtype=torch.float32)
         if model.config.n_positions < args.block_size:
@@ -229,7 +237,10 @@ def build_model(args, device) -> GPT:
     else:
         model = GPT(GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                               n_positions=args.block_size, dropout=args.dropout))
-    return fast.enable(model.to(device))  # the fused CPU kernels (fall back to plain PyTorch elsewhere)
+    vocab = model.config.vocab_size
+    if args.pad_vocab:
+        pad_vocab(model, args.pad_vocab)
+    return fast.enable(model.to(device)), vocab  # the fused CPU kernels (fall back to plain PyTorch elsewhere)
 
 
 @dataclass
@@ -247,6 +258,7 @@ class Pretraining:
     gen: np.random.Generator  # draws the training windows
     windows: dict  # source name -> fixed validation windows
     bf16_autocast: Callable
+    vocab: int  # the tokenizer's: the model's own less its padding (--pad-vocab)
     train_loss: Callable = None  # (x, y) -> loss; compiled when --compile
     ddp_model: torch.nn.Module | None = None
     step: int = 0
@@ -303,16 +315,16 @@ def setup(args: argparse.Namespace) -> Pretraining:
         for d in mixture.describe():
             print(f"source {d['name']}: weight {d['weight']:.3f}, {d['train_tokens']:,} training tokens "
                   f"({d['train_files']} files), {d['val_tokens']:,} validation tokens")
-    model = build_model(args, device)
+    model, vocab = build_model(args, device)
     opts = make_optimizers(model, args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                            muon_lr=args.muon_lr, muon_weight_decay=args.muon_weight_decay)
     run = Pretraining(args, out, ddp, rank, world, device, mixture, model, opts,
                       gen=np.random.default_rng(args.seed + 1000 * rank),
                       windows={s.name: val_windows(s.val, args.block_size, args.eval_windows) for s in mixture.sources},
-                      bf16_autocast=autocast(device, args.bf16))
+                      bf16_autocast=autocast(device, args.bf16), vocab=vocab)
     if args.resume:
         resume(run)
-    run.train_loss, run.ddp_model = compiled_loss(model, args, mixture, device, run.bf16_autocast, ddp)
+    run.train_loss, run.ddp_model = compiled_loss(run)
     return run
 
 
@@ -372,7 +384,7 @@ def save_state(run: Pretraining, path: Path | None = None) -> None:
 
 def log_eval(run: Pretraining) -> float:
     """Held-out loss per source and their weighted mean, appended to the log; returns the mean."""
-    by_source = {name: evaluate(run.model, w, EVAL_BATCH, run.device, run.bf16_autocast)
+    by_source = {name: evaluate(run.model, w, EVAL_BATCH, run.device, run.bf16_autocast, run.vocab)
                  for name, w in run.windows.items()}
     vl = float(sum(w * by_source[s.name] for s, w in zip(run.mixture.sources, run.mixture.weights)))
     run.log.append({"step": run.step, "tokens": run.tokens_seen, "elapsed": round(run.elapsed, 1), "val_loss": vl,
@@ -467,7 +479,7 @@ def finish(run: Pretraining) -> dict:
     """The final evaluation, the model, pretrain_metrics.json and pretrain_log.jsonl (process 0)."""
     model, args, mixture = run.model, run.args, run.mixture
     vl = log_eval(run)
-    model.save_pretrained(str(run.out), dtype=getattr(torch, args.save_dtype))
+    write_checkpoint(*unpadded(model, run.vocab), run.out, dtype=getattr(torch, args.save_dtype))
     by_source = run.log[-1]["val_loss_by_source"]
     sources = mixture.describe()
     for d, s in zip(sources, mixture.sources):  # describe() keeps the sources' order
@@ -478,7 +490,8 @@ def finish(run: Pretraining) -> dict:
               "val_loss_by_source": by_source, "sources": sources,
               "steps": run.step, "tokens_seen": run.tokens_seen, "train_seconds": round(run.elapsed, 1),
               "tokens_per_second": round(run.tokens_seen / max(run.elapsed, 1e-9)),
-              "parameters": model.num_parameters(), "non_embedding_parameters": non_embedding_params(model),
+              "parameters": model.num_parameters() - (model.config.vocab_size - run.vocab) * model.config.n_embd,
+              "non_embedding_parameters": non_embedding_params(model),
               "config": vars(args), "device": str(run.device),
               "gpu": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else None,
               "torch": torch.__version__, "world_size": run.world,
