@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from minigpt.io import atomic_write
-from minigpt.weights import WEIGHT_FILES
+from minigpt.weights import weight_files
 
 from .config import BOOKKEEPING, REFERENCE, ConfigError, ExperimentConfig, default_values, read_json
 from . import tasks
@@ -52,8 +52,10 @@ def identify(cfg: ExperimentConfig, model: str | Path | None = None) -> RunId:
 def model_sha256(model: str | Path) -> str | None:
     """sha256 over a local checkpoint's config.json and weight files; None for a hub id (its name says it)."""
     folder = Path(model).expanduser()
-    files = [folder / f for f in ("config.json", *WEIGHT_FILES) if (folder / f).is_file()]
-    if not folder.is_dir() or not files:
+    if not folder.is_dir():
+        return None
+    files = [f for f in (folder / "config.json", *weight_files(folder)) if f.is_file()]
+    if not files:
         return None
     h = hashlib.sha256()
     for f in files:

@@ -1,7 +1,9 @@
 """The model's input checks: each bad input is refused with a message that names it and the fix.
-(Kept apart so that model.py reads as the model.)"""
+(Kept apart so that model.py reads as the model.) Also `positive`, the command lines' check of sizes."""
 from __future__ import annotations
 
+import argparse
+import math
 from collections.abc import Sequence
 
 import torch
@@ -66,3 +68,16 @@ def labels_shape(labels: torch.Tensor, hidden: torch.Tensor) -> None:
     if labels.shape != hidden.shape[:2]:
         raise ValueError(f"labels are {tuple(labels.shape)} but the input is {tuple(hidden.shape[:2])}; "
                          "pass one label per input token (IGNORE = -100 where there is none)")
+
+
+def positive(kind):
+    """argparse type: a finite number > 0 of `kind` (int or float)."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not (v > 0 and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+        return v
+    return parse

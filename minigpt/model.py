@@ -189,9 +189,11 @@ class GPT(nn.Module):
         """Load a Hugging Face GPT-2 checkpoint: a local directory or a hub id ('gpt2', ...)."""
         return load_pretrained(cls, name_or_path, dtype=dtype, device=device)
 
-    def save_pretrained(self, directory: str, dtype: torch.dtype | None = None) -> None:
-        """Write `config.json` + `model.safetensors` (Hugging Face GPT-2 format), optionally cast to `dtype`."""
-        save_pretrained(self, directory, dtype=dtype)
+    def save_pretrained(self, directory: str, dtype: torch.dtype | None = None,
+                        max_shard_bytes: int | None = None) -> None:
+        """Write `config.json` + `model.safetensors` (Hugging Face GPT-2 format), optionally cast to `dtype`;
+        with `max_shard_bytes`, sharded safetensors of at most that size each and their index instead."""
+        save_pretrained(self, directory, dtype=dtype, max_shard_bytes=max_shard_bytes)
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
         """Batched decoding with the KV cache; see `minigpt.generate.generate` for the arguments."""

@@ -6,6 +6,10 @@ HF's GPT-2 stores its four projection matrices as `Conv1D` weights shaped (in, o
 the forward product is slower with it, and packing it for oneDNN needs a copy anyway. Every
 tensor is copied out of the file (`owned_copy`), so that the file's mapping is released after loading.
 `lm_head.weight` is tied to `wte.weight` and not stored.
+
+A large checkpoint can be saved, and is read, as Hugging Face sharded safetensors: files
+`model-00001-of-0000N.safetensors` of whole tensors, each at most a given size (a tensor larger than that
+has a file of its own, as in transformers), and `model.safetensors.index.json` mapping each tensor to its file.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from .io import CheckpointError, atomic_write
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 IGNORED_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in old HF checkpoints
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+INDEX_FILE = "model.safetensors.index.json"  # a sharded checkpoint's map of tensor name -> file
+SHARD_PATTERN = "model-*-of-*.safetensors"
 
 
 def _download(repo_id: str) -> Path:
@@ -60,19 +66,69 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
                           f"(known GPT-2 ids: {', '.join(PRESETS)})")
 
 
+def read_weight_file(f: Path) -> dict[str, torch.Tensor]:
+    """The tensors of one safetensors or PyTorch weight file, or an error naming it."""
+    try:
+        if f.name.endswith(".safetensors"):
+            return load_file(f)
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{f} is not a readable weight file ({type(e).__name__}: {e}); "
+                              "it may be truncated or corrupt: download or save it again") from e
+
+
+def read_index(directory: Path) -> dict[str, str]:
+    """A sharded checkpoint's weight map (tensor name -> shard file name), checked to be one."""
+    index = directory / INDEX_FILE
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not all(isinstance(k, str) and isinstance(v, str) and "/" not in v for k, v in weight_map.items()):
+            raise TypeError("its names and files must be strings, the files in the same folder")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index} is not a sharded-checkpoint index ({type(e).__name__}: {e}); "
+                              "save or download the checkpoint again") from None
+    return weight_map
+
+
+def read_sharded(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a sharded checkpoint, each from the shard its index names."""
+    weight_map = read_index(directory)
+    sd = {}
+    for shard in dict.fromkeys(weight_map.values()):  # each file once, in the index's order
+        if not (directory / shard).is_file():
+            raise CheckpointError(f"{directory / shard} is missing (listed in {directory / INDEX_FILE}); "
+                                  "copy the whole checkpoint folder again")
+        tensors = read_weight_file(directory / shard)
+        wanted = [k for k, v in weight_map.items() if v == shard]
+        absent = [k for k in wanted if k not in tensors]
+        if absent:
+            raise CheckpointError(f"{directory / shard} lacks {', '.join(absent[:4])}, which {INDEX_FILE} places "
+                                  "there; save or download the checkpoint again")
+        sd.update((k, tensors[k]) for k in wanted)
+    return sd
+
+
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    for fname in WEIGHT_FILES:
-        f = directory / fname
-        if not f.exists():
-            continue
-        try:
-            if fname.endswith(".safetensors"):
-                return load_file(f)
-            return torch.load(f, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"{f} is not a readable weight file ({type(e).__name__}: {e}); "
-                                  "it may be truncated or corrupt: download or save it again") from e
-    raise CheckpointError(f"{directory} holds neither of {', '.join(WEIGHT_FILES)}")
+    """A checkpoint folder's tensors, from the first of model.safetensors, a sharded checkpoint's index and
+    shards, and pytorch_model.bin that it holds (the order transformers reads them in)."""
+    if (directory / WEIGHT_FILES[0]).exists():
+        return read_weight_file(directory / WEIGHT_FILES[0])
+    if (directory / INDEX_FILE).exists():
+        return read_sharded(directory)
+    if (directory / WEIGHT_FILES[1]).exists():
+        return read_weight_file(directory / WEIGHT_FILES[1])
+    raise CheckpointError(f"{directory} holds no weights: none of {WEIGHT_FILES[0]}, {INDEX_FILE} (sharded), "
+                          f"{WEIGHT_FILES[1]}")
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The weight files a checkpoint folder holds: model.safetensors, pytorch_model.bin, then a sharded
+    checkpoint's index and the shards it names (those that exist)."""
+    files = [directory / f for f in WEIGHT_FILES if (directory / f).is_file()]
+    if (directory / INDEX_FILE).is_file():
+        shards = dict.fromkeys(read_index(directory).values())
+        files += [f for f in (directory / INDEX_FILE, *(directory / s for s in shards)) if f.is_file()]
+    return files
 
 
 def to_hf_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -153,14 +209,26 @@ def load_config(name_or_path: str | os.PathLike) -> GPTConfig:
     return read_config(resolve_checkpoint(name_or_path))
 
 
-def load_pretrained(cls, name_or_path, *, dtype=None, device=None):
-    directory = resolve_checkpoint(name_or_path)
-    config = read_config(directory)
+def stored_shapes(cls, config: GPTConfig) -> dict[str, torch.Size]:
+    """The shape of every tensor a checkpoint of model class `cls` with `config` stores (our names)."""
     with torch.device("meta"):
         model = cls(config)
+    return {k: v.shape for k, v in model.state_dict().items() if k != "lm_head.weight"}
+
+
+def read_checkpoint(cls, name_or_path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """A checkpoint's config and tensors (our names, as stored), checked to fit the model `cls` makes of it."""
+    directory = resolve_checkpoint(name_or_path)
+    config = read_config(directory)
     sd = from_hf_names(read_state_dict(directory))
-    expected = {k: v.shape for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    check_keys(expected, sd, str(directory))
+    check_keys(stored_shapes(cls, config), sd, str(directory))
+    return config, sd
+
+
+def load_pretrained(cls, name_or_path, *, dtype=None, device=None):
+    config, sd = read_checkpoint(cls, name_or_path)
+    with torch.device("meta"):
+        model = cls(config)
     dtype = dtype or torch.float32
     # popped one at a time, so that each checkpoint tensor is freed once its converted copy exists
     state = {k: owned_copy(sd.pop(k), dtype) for k in list(sd)}
@@ -170,12 +238,68 @@ def load_pretrained(cls, name_or_path, *, dtype=None, device=None):
     return model.to(device=device) if device is not None else model
 
 
-def save_pretrained(model, directory, dtype: torch.dtype | None = None) -> None:
+def save_pretrained(model, directory, dtype: torch.dtype | None = None, max_shard_bytes: int | None = None) -> None:
+    """`write_checkpoint` of a model's weights and shape."""
+    write_checkpoint(model.state_dict(), model.config, directory, dtype, max_shard_bytes)
+
+
+def write_checkpoint(sd: dict[str, torch.Tensor], config: GPTConfig, directory, dtype: torch.dtype | None = None,
+                     max_shard_bytes: int | None = None) -> set[str]:
+    """Write `config.json` and the weights `sd` (our names) in Hugging Face GPT-2 format, cast to `dtype`:
+    one `model.safetensors`, or with `max_shard_bytes` shards of at most that size and their index. Every
+    file is written atomically; weight files of an earlier save that the new one does not use are removed.
+    Returns the names of the weight files written."""
     directory = Path(directory)
-    sd = to_hf_names({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    sd = to_hf_names({k: v.detach().cpu() for k, v in sd.items()})
     if dtype is not None:
         sd = {k: v.to(dtype) for k, v in sd.items()}
-    atomic_write(directory / "model.safetensors", lambda t: save_file(sd, t, metadata={"format": "pt"}))
-    cfg = json.dumps({**model.config.to_hf(), "torch_dtype": str(next(iter(sd.values())).dtype).split(".")[-1]},
+    if max_shard_bytes is None:
+        atomic_write(directory / WEIGHT_FILES[0], lambda t: save_file(sd, t, metadata={"format": "pt"}))
+        written = {WEIGHT_FILES[0]}
+    else:
+        written = write_shards(sd, directory, max_shard_bytes)
+    stale = [directory / WEIGHT_FILES[0], directory / INDEX_FILE, *directory.glob(SHARD_PATTERN)]
+    for f in stale:
+        if f.name not in written and f.exists():
+            f.unlink()
+    cfg = json.dumps({**config.to_hf(), "torch_dtype": str(next(iter(sd.values())).dtype).split(".")[-1]},
                      indent=2)
     atomic_write(directory / "config.json", lambda t: Path(t).write_text(cfg + "\n"))
+    return written
+
+
+def header_bytes(name: str) -> int:
+    """An upper bound on what one tensor adds to a safetensors file's header (its name, dtype, shape, offsets)."""
+    return len(name.encode()) + 128
+
+
+def shard_plan(sd: dict[str, torch.Tensor], max_bytes: int) -> list[list[str]]:
+    """Tensor names in order, cut into shards whose files take at most `max_bytes` each (header included);
+    a tensor that alone takes more has a shard of its own."""
+    base = 8 + 64  # the header's length field and its {"__metadata__": ...}
+    shards, size = [[]], base
+    for name, t in sd.items():
+        need = t.numel() * t.element_size() + header_bytes(name)
+        if shards[-1] and size + need > max_bytes:
+            shards, size = shards + [[]], base
+        shards[-1].append(name)
+        size += need
+    return shards
+
+
+def write_shards(sd: dict[str, torch.Tensor], directory: Path, max_bytes: int) -> set[str]:
+    """Write `sd` (HF names) as `model-0000i-of-0000N.safetensors` shards of at most `max_bytes` each and
+    their `model.safetensors.index.json` (written last); returns the names of the files written."""
+    if max_bytes <= 0:
+        raise ValueError(f"max_shard_bytes must be > 0, got {max_bytes}")
+    plan = shard_plan(sd, max_bytes)
+    weight_map = {}
+    for i, names in enumerate(plan, 1):
+        shard = f"model-{i:05d}-of-{len(plan):05d}.safetensors"
+        part = {k: sd[k] for k in names}
+        atomic_write(directory / shard, lambda t: save_file(part, t, metadata={"format": "pt"}))
+        weight_map.update(dict.fromkeys(names, shard))
+    index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in sd.values())},
+             "weight_map": weight_map}
+    atomic_write(directory / INDEX_FILE, lambda t: Path(t).write_text(json.dumps(index, indent=2) + "\n"))
+    return {INDEX_FILE, *weight_map.values()}

@@ -35,7 +35,8 @@ def test_missing_and_corrupt_files(tmp_path, tiny_dir):
     with pytest.raises(CheckpointError, match="no checkpoint directory"):
         GPT.from_pretrained(tmp_path / "nowhere")
     shutil.copy(tiny_dir / "config.json", tmp_path / "config.json")
-    with pytest.raises(CheckpointError, match="neither of model.safetensors, pytorch_model.bin"):
+    with pytest.raises(CheckpointError, match="holds no weights: none of model.safetensors, "
+                                              "model.safetensors.index.json \\(sharded\\), pytorch_model.bin"):
         GPT.from_pretrained(tmp_path)
     (tmp_path / "model.safetensors").write_bytes((tiny_dir / "model.safetensors").read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):

@@ -1,6 +1,7 @@
 """Pretraining: a tiny run end to end, exact resume, and the shipped checkpoint's recorded quality."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -9,9 +10,11 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from minigpt import GPT
+from minigpt import GPT, GPTConfig
 from minigpt.datadir import PROJECT_ROOT, find_data
 from minigpt.pretraining import main as pretrain, slice_loss
+from minigpt.pretraining.padding import pad_vocab, unpadded
+from minigpt.pretraining.train import lm_loss
 
 SHIPPED = PROJECT_ROOT / "checkpoints" / "minigpt-gutenberg"
 
@@ -38,15 +41,20 @@ def test_tiny_pretraining_run(tmp_path):
         assert (hf(x).logits - ours(x)).abs().max() < 1e-3  # fp16 weights, same numbers both sides
 
 
-def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two checkpoint folders hold bit-identical weights under the same names."""
+    a, b = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("optimizer", [[], ["--optimizer", "muon"], ["--schedule", "wsd"]])
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, optimizer):
     cache = tmp_path / "cache"
-    pretrain(tiny_args(tmp_path / "straight", cache))
-    assert pretrain(tiny_args(tmp_path / "resumed", cache, "--stop-after-steps", "3")) == {}
+    pretrain(tiny_args(tmp_path / "straight", cache, *optimizer))
+    assert pretrain(tiny_args(tmp_path / "resumed", cache, "--stop-after-steps", "3", *optimizer)) == {}
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
-    pretrain(tiny_args(tmp_path / "resumed", cache, "--resume", "--save-dtype", "float16"))
-    a = load_file(tmp_path / "straight" / "model.safetensors")
-    b = load_file(tmp_path / "resumed" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pretrain(tiny_args(tmp_path / "resumed", cache, "--resume", "--save-dtype", "float16", *optimizer))
+    assert same_weights(tmp_path / "straight", tmp_path / "resumed")
 
 
 def test_ctrl_c_finishes_the_step_saves_and_resuming_equals_uninterrupted(tmp_path, monkeypatch):
@@ -70,9 +78,40 @@ def test_ctrl_c_finishes_the_step_saves_and_resuming_equals_uninterrupted(tmp_pa
     monkeypatch.undo()
     assert torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=False)["step"] == 3
     pretrain(tiny_args(tmp_path / "resumed", cache, "--resume", "--save-dtype", "float16"))
-    a = load_file(tmp_path / "straight" / "model.safetensors")
-    b = load_file(tmp_path / "resumed" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_a_padded_vocabulary_gives_the_same_loss_and_the_real_rows_the_same_gradients():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=101, n_positions=16, n_layer=2, n_head=2, n_embd=32))
+    padded = pad_vocab(copy.deepcopy(model), 64)
+    assert padded.config.vocab_size == 128 and padded.lm_head.weight is padded.transformer.wte.weight
+    x, y = torch.randint(0, 101, (2, 2, 16))
+    plain_loss, padded_loss = lm_loss(model, x, y), lm_loss(padded, x, y, vocab=101)
+    plain_loss.backward()
+    padded_loss.backward()
+    assert abs(plain_loss.item() - padded_loss.item()) < 1e-6
+    grad = padded.transformer.wte.weight.grad
+    assert torch.allclose(grad[:101], model.transformer.wte.weight.grad, atol=1e-7)
+    assert not grad[101:].any()  # the extra rows get no probability, hence no gradient
+    sd, config = unpadded(padded, 101)
+    assert sd["transformer.wte.weight"].shape == (101, 32) and config.vocab_size == 101
+    assert torch.equal(sd["transformer.wte.weight"], model.transformer.wte.weight)
+
+
+def test_pretraining_with_a_padded_vocabulary_saves_the_tokenizers_vocabulary(tmp_path):
+    cache = tmp_path / "cache"
+    plain = pretrain(tiny_args(tmp_path / "plain", cache))
+    padded = pretrain(tiny_args(tmp_path / "padded", cache, "--pad-vocab", "64"))
+    state = torch.load(tmp_path / "padded" / "train_state.pt", weights_only=False)
+    assert state["model"]["transformer.wte.weight"].shape == (50304, 32)  # trained padded
+    assert json.loads((tmp_path / "padded" / "config.json").read_text())["vocab_size"] == 50257
+    assert load_file(tmp_path / "padded" / "model.safetensors")["transformer.wte.weight"].shape == (50257, 32)
+    logs = [[json.loads(line)["val_loss"] for line in (tmp_path / run / "pretrain_log.jsonl").read_text().splitlines()
+             if "val_loss" in line] for run in ("plain", "padded")]
+    assert abs(logs[0][0] - logs[1][0]) < 1e-5  # the same real weights at step 0: the same loss
+    assert abs(plain["val_loss"] - padded["val_loss"]) < 1e-3 and padded["parameters"] == plain["parameters"]
+    GPT.from_pretrained(tmp_path / "padded")
 
 
 def test_shipped_checkpoint():

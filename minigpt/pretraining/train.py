@@ -7,8 +7,8 @@
 
 Each source is tokenized once into uint16 shards (cached under --cache-dir, keyed on the files'
 contents; minigpt/pretraining/mixture.py). Training draws each row's source by weight and a random window of it, uses
-AdamW with warmup + cosine decay, gradient clipping and accumulation, bf16 autocast where
-supported, evaluates fixed validation windows of every source (the loss per source and their weighted mean),
+AdamW (or Muon for the blocks' matrices) with warmup and a cosine or warmup-stable-decay schedule
+(minigpt/pretraining/optim.py), gradient clipping and accumulation, bf16 autocast where supported, evaluates fixed validation windows of every source (the loss per source and their weighted mean),
 and writes atomic checkpoints (`--resume`; Ctrl-C finishes the step, saves one and stops).
 The schedule can be step-based (`--max-steps`) or time-based (`--max-seconds`: the cosine runs over
 wall-clock time, so a fixed budget ends exactly at the bottom of the schedule). The result is saved in
@@ -35,13 +35,16 @@ from tqdm.auto import tqdm
 
 from .. import fast
 from ..config import GPTConfig
+from ..checks import positive
 from ..datadir import find_data
-from ..fast.optim import adamw
 from ..io import CheckpointError, atomic_write, load_state
 from ..model import GPT
 from ..runtime import GracefulInterrupt, autocast, evaluating
 from ..tokenizer import load_tokenizer
+from ..weights import write_checkpoint
 from .mixture import Mixture, Source, split_files, unigram_loss, val_windows
+from .optim import OPTIMIZERS, SCHEDULES, decaying, lr_scale, make_optimizers, set_lr
+from .padding import pad_vocab, unpadded
 
 
 # ---------------------------------------------------------------- data
@@ -71,40 +74,21 @@ EVAL_BATCH = 16  # windows per evaluation batch: their fp32 logits (16 x 512 x 5
 
 
 @torch.no_grad()
-def evaluate(model: GPT, windows: torch.Tensor, batch: int, device, autocast) -> float:
-    """Mean next-token loss (nats) over the fixed validation windows (the model's mode is restored)."""
+def evaluate(model: GPT, windows: torch.Tensor, batch: int, device, autocast, vocab: int | None = None) -> float:
+    """Mean next-token loss (nats) over the fixed validation windows (the model's mode is restored), over the
+    first `vocab` logits (all by default; fewer for a padded vocabulary)."""
     total, count = 0.0, 0
     with evaluating(model):
         for i in range(0, len(windows), batch):
             w = windows[i:i + batch].to(device)
             with autocast():
-                logits = model(w[:, :-1])
+                logits = model(w[:, :-1])[..., :vocab]
             total += F.cross_entropy(logits.float().flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
             count += w[:, 1:].numel()
     return total / count
 
 
 # ---------------------------------------------------------------- training
-def lr_at(step: int, progress: float, lr: float, warmup_steps: int, min_ratio: float) -> float:
-    """Linear warmup over the first `warmup_steps` steps, times a cosine from lr to min_ratio * lr over
-    `progress` in [0, 1] (fraction of the step or time budget)."""
-    warm = min(1.0, (step + 1) / max(1, warmup_steps))
-    return lr * warm * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def positive(kind):
-    """argparse type: a finite number > 0 of `kind` (int or float)."""
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not (v > 0 and math.isfinite(v)):
-            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-        return v
-    return parse
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m minigpt.pretraining", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,7 +101,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds a run")
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pt (must exist)")
     p.add_argument("--extend", action="store_true", help="with --resume and a larger --max-steps or --max-seconds: "
-                   "train a run (even a finished one) further, its cosine schedule stretched to the new budget")
+                   "train a run (even a finished one) further: a cosine schedule is stretched to the new budget; a "
+                   "wsd one continues its stable phase (from <out>/stable_state.pt if it had begun to decay) and "
+                   "decays at the new end")
     p.add_argument("--init-from", default=None, help="start from this checkpoint's weights (continued "
                    "pretraining); its shape replaces --n-layer/--n-head/--n-embd")
     p.add_argument("--cache-dir", default=".cache/pretrain", help="where token shards are cached")
@@ -126,12 +112,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-embd", type=positive(int), default=256)
     p.add_argument("--block-size", type=positive(int), default=512, help="training context (= n_positions)")
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--pad-vocab", type=positive(int), default=None, metavar="N", help="train with the embedding / "
+                   "output matrix padded to a multiple of N rows (64: 50304, faster on GPUs); the extra rows get no "
+                   "probability and are cut off when saving")
     p.add_argument("--batch-size", type=positive(int), default=16, help="sequences per micro-batch per process")
     p.add_argument("--grad-accum", type=positive(int), default=1)
-    p.add_argument("--lr", type=positive(float), default=1e-3)
+    p.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS, help="muon: torch.optim.Muon for the "
+                   "blocks' weight matrices, AdamW for embeddings, LayerNorms and biases")
+    p.add_argument("--lr", type=positive(float), default=1e-3, help="AdamW's peak learning rate")
+    p.add_argument("--muon-lr", type=positive(float), default=0.02, help="Muon's peak learning rate")
+    p.add_argument("--muon-weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", default="cosine", choices=SCHEDULES, help="wsd: warmup, constant, then linear "
+                   "decay over the last --decay-frac of the budget")
+    p.add_argument("--decay-frac", type=positive(float), default=0.2, help="wsd: fraction of the budget that decays")
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
     p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW's weight decay of matrices and embeddings")
     p.add_argument("--grad-clip", type=positive(float), default=1.0)
     p.add_argument("--max-steps", type=positive(int), default=2000)
     p.add_argument("--max-seconds", type=positive(float), default=None, help="time-based schedule and budget")
@@ -145,7 +141,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save-dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default=None)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.decay_frac > 1:
+        p.error(f"--decay-frac {args.decay_frac}: the decay is a fraction of the budget, at most 1")
+    return args
 
 
 # settings that may change between an interrupted run and its resumption
@@ -162,16 +161,18 @@ def check_out_dir(args: argparse.Namespace) -> Path:
         if not state.exists():
             raise SystemExit(f"--resume: {state} does not exist; start without --resume")
         saved = load_state(state, "cpu")["args"]
-        differ = {k: (saved.get(k), v) for k, v in vars(args).items() if k not in RESUMABLE and saved.get(k) != v}
+        defaults = vars(parse_args(["--out", args.out]))  # for settings newer than the saved state
+        saved = {k: saved.get(k, defaults[k]) for k in defaults}
+        differ = {k: (saved[k], v) for k, v in vars(args).items() if k not in RESUMABLE and saved[k] != v}
         longer = {k for k, (a, b) in differ.items() if k in EXTENDABLE and a is not None and b is not None and b > a}
         if args.extend and longer:
             print(f"--extend: the schedule now runs to {', '.join(f'{k} {differ[k][1]}' for k in sorted(longer))} "
                   f"(was {', '.join(str(differ[k][0]) for k in sorted(longer))}); the learning rate follows the "
-                  "stretched cosine from here")
+                  f"{'stretched cosine' if args.schedule == 'cosine' else 'longer stable phase'} from here")
             differ = {k: v for k, v in differ.items() if k not in longer}
         if differ:
-            offer = ("; to train it further on purpose, add --extend (the cosine schedule is then stretched to the "
-                     "new budget)" if set(differ) <= set(EXTENDABLE) else "")
+            offer = ("; to train it further on purpose, add --extend (the schedule then runs to the new budget)"
+                     if set(differ) <= set(EXTENDABLE) else "")
             raise SystemExit(f"--resume with other settings than {state} was trained with: " + "; ".join(
                 f"{k}: was {a!r}, now {b!r}" for k, (a, b) in differ.items()) + offer)
     elif holds_run and not args.overwrite:
@@ -180,25 +181,26 @@ def check_out_dir(args: argparse.Namespace) -> Path:
     return out
 
 
-def lm_loss(fwd, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of `fwd(x)` against `y`, in fp32."""
-    return F.cross_entropy(fwd(x).float().flatten(0, 1), y.flatten())
+def lm_loss(fwd, x: torch.Tensor, y: torch.Tensor, vocab: int | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy of `fwd(x)`'s first `vocab` logits (all by default) against `y`, in fp32."""
+    return F.cross_entropy(fwd(x)[..., :vocab].float().flatten(0, 1), y.flatten())
 
 
-def compiled_loss(model: GPT, args, mixture: Mixture, device, autocast, ddp: bool):
+def compiled_loss(run: Pretraining):
     """(loss function of (x, y), the DDP wrapper or None). With --compile the model and loss are compiled
     together (the fp32 logits are then never stored); under DDP only the model is, inside the wrapper."""
+    model, args, device, ddp = run.model, run.args, run.device, run.ddp
     fwd = model
-    loss = partial(lm_loss, model)
+    loss = partial(lm_loss, model, vocab=run.vocab)
     if args.compile:
         try:  # compile errors surface at the first call: try one step, fall back to eager
             if ddp:
                 fwd = torch.compile(model)
-                candidate = partial(lm_loss, fwd)
+                candidate = partial(lm_loss, fwd, vocab=run.vocab)
             else:
                 candidate = torch.compile(loss)
-            x, y = mixture.batch(args.batch_size, np.random.default_rng(0), device)
-            with autocast():
+            x, y = run.mixture.batch(args.batch_size, np.random.default_rng(0), device)
+            with run.bf16_autocast():
                 candidate(x, y).backward()
             loss = candidate
         except Exception as e:  # pragma: no cover - depends on the platform's compiler
@@ -209,7 +211,7 @@ def compiled_loss(model: GPT, args, mixture: Mixture, device, autocast, ddp: boo
         return loss, None
     from torch.nn.parallel import DistributedDataParallel
     wrapped = DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None)
-    return partial(lm_loss, wrapped), wrapped
+    return partial(lm_loss, wrapped, vocab=run.vocab), wrapped
 
 
 def setup_device(args) -> tuple[bool, int, int, torch.device]:
@@ -225,7 +227,8 @@ def setup_device(args) -> tuple[bool, int, int, torch.device]:
     return True, dist.get_rank(), dist.get_world_size(), device
 
 
-def build_model(args, device) -> GPT:
+def build_model(args, device) -> tuple[GPT, int]:
+    """(the model to train, its real vocabulary size: less than the model's with --pad-vocab)."""
     if args.init_from:
         model = GPT.from_pretrained(args.init_from, dtype=torch.float32)
         if model.config.n_positions < args.block_size:
@@ -234,12 +237,15 @@ def build_model(args, device) -> GPT:
     else:
         model = GPT(GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                               n_positions=args.block_size, dropout=args.dropout))
-    return fast.enable(model.to(device))  # the fused CPU kernels (fall back to plain PyTorch elsewhere)
+    vocab = model.config.vocab_size
+    if args.pad_vocab:
+        pad_vocab(model, args.pad_vocab)
+    return fast.enable(model.to(device)), vocab  # the fused CPU kernels (fall back to plain PyTorch elsewhere)
 
 
 @dataclass
 class Pretraining:
-    """One pretraining run: its settings, data, model, optimizer, and where it is (saved in train_state.pt)."""
+    """One pretraining run: its settings, data, model, optimizers, and where it is (saved in train_state.pt)."""
     args: argparse.Namespace
     out: Path
     ddp: bool
@@ -248,10 +254,11 @@ class Pretraining:
     device: torch.device
     mixture: Mixture
     model: GPT
-    opt: torch.optim.Optimizer
+    opts: list[torch.optim.Optimizer]  # AdamW, then Muon with --optimizer muon
     gen: np.random.Generator  # draws the training windows
     windows: dict  # source name -> fixed validation windows
     bf16_autocast: Callable
+    vocab: int  # the tokenizer's: the model's own less its padding (--pad-vocab)
     train_loss: Callable = None  # (x, y) -> loss; compiled when --compile
     ddp_model: torch.nn.Module | None = None
     step: int = 0
@@ -267,10 +274,19 @@ class Pretraining:
     def state_file(self) -> Path:
         return self.out / "train_state.pt"
 
+    @property
+    def stable_file(self) -> Path:
+        """A WSD run's training state where its decay began: `--extend` continues the stable phase from it."""
+        return self.out / "stable_state.pt"
+
     def progress(self) -> float:
         """Fraction of the budget (seconds or steps) spent."""
-        a = self.args
-        return self.elapsed / a.max_seconds if a.max_seconds else self.step / a.max_steps
+        return progress(self.args, self.step, self.elapsed)
+
+
+def progress(args, step: int, elapsed: float) -> float:
+    """Fraction of `args`' budget (seconds or steps) spent after `step` steps and `elapsed` training seconds."""
+    return elapsed / args.max_seconds if args.max_seconds else step / args.max_steps
 
 
 def setup(args: argparse.Namespace) -> Pretraining:
@@ -299,24 +315,40 @@ def setup(args: argparse.Namespace) -> Pretraining:
         for d in mixture.describe():
             print(f"source {d['name']}: weight {d['weight']:.3f}, {d['train_tokens']:,} training tokens "
                   f"({d['train_files']} files), {d['val_tokens']:,} validation tokens")
-    model = build_model(args, device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = adamw([{"params": decay, "weight_decay": args.weight_decay},
-                 {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
-    run = Pretraining(args, out, ddp, rank, world, device, mixture, model, opt,
+    model, vocab = build_model(args, device)
+    opts = make_optimizers(model, args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                           muon_lr=args.muon_lr, muon_weight_decay=args.muon_weight_decay)
+    run = Pretraining(args, out, ddp, rank, world, device, mixture, model, opts,
                       gen=np.random.default_rng(args.seed + 1000 * rank),
                       windows={s.name: val_windows(s.val, args.block_size, args.eval_windows) for s in mixture.sources},
-                      bf16_autocast=autocast(device, args.bf16))
+                      bf16_autocast=autocast(device, args.bf16), vocab=vocab)
     if args.resume:
         resume(run)
-    run.train_loss, run.ddp_model = compiled_loss(model, args, mixture, device, run.bf16_autocast, ddp)
+    run.train_loss, run.ddp_model = compiled_loss(run)
     return run
 
 
-def resume(run: Pretraining) -> None:
-    """Restore the model, optimizer, counters and random streams of `run.state_file`."""
+def state_to_resume(run: Pretraining) -> dict:
+    """The saved training state to continue: `run.state_file`, or, when `--extend` lengthens a WSD run whose
+    decay had begun, the state saved where its stable phase ended (the decayed steps are trained again)."""
     st = load_state(run.state_file, run.device)
+    a, old = run.args, argparse.Namespace(**st["args"])
+    if not (a.extend and decaying(progress(old, st["step"], st["elapsed"]), a.schedule, a.decay_frac)):
+        return st
+    if not run.stable_file.exists():
+        raise SystemExit(f"error: --extend: {run.state_file} is past the start of its decay and {run.stable_file}, "
+                         "the state where its stable phase ended, is missing; resume without --extend, or start "
+                         "afresh with --overwrite")
+    st = load_state(run.stable_file, run.device)
+    if run.master:
+        print(f"--extend: continuing the stable phase from {run.stable_file} (step {st['step']}); the decay "
+              "moves to the new end")
+    return st
+
+
+def resume(run: Pretraining) -> None:
+    """Restore the model, optimizers, counters and random streams of the saved state (`state_to_resume`)."""
+    st = state_to_resume(run)
     now = {src.name: src.key for src in run.mixture.sources}
     changed = [n for n, key in (st.get("sources") or {}).items() if now.get(n) != key]
     if changed:
@@ -324,7 +356,8 @@ def resume(run: Pretraining) -> None:
                          "was saved (their files' fingerprint differs); resume with the text it was trained on, or "
                          "start afresh with --overwrite")
     run.model.load_state_dict(st["model"])
-    run.opt.load_state_dict(st["optimizer"])
+    for opt, key in zip(run.opts, ("optimizer", "muon")):
+        opt.load_state_dict(st[key])
     run.step, run.elapsed, run.tokens_seen, run.log = st["step"], st["elapsed"], st["tokens_seen"], st["log"]
     if run.rank < len(st["rng"]) and st["rng"][run.rank] is not None:  # window sampling continues exactly
         run.gen.bit_generator.state = st["rng"][run.rank]
@@ -333,23 +366,25 @@ def resume(run: Pretraining) -> None:
         print(f"resumed from {run.state_file} at step {run.step} ({run.elapsed:.0f}s, {run.tokens_seen:,} tokens)")
 
 
-def save_state(run: Pretraining) -> None:
-    """Write train_state.pt atomically (every rank's window sampler state, so a resumed DDP run continues)."""
+def save_state(run: Pretraining, path: Path | None = None) -> None:
+    """Write the training state atomically to `path` (default train_state.pt), with every rank's window
+    sampler state, so that a resumed DDP run continues."""
     states = [run.gen.bit_generator.state]
     if run.ddp:
         states = [None] * run.world
         torch.distributed.all_gather_object(states, run.gen.bit_generator.state)
     if run.master:
-        st = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
+        st = {"model": run.model.state_dict(), **{k: o.state_dict() for k, o in zip(("optimizer", "muon"), run.opts)},
+              "step": run.step,
               "elapsed": run.elapsed, "tokens_seen": run.tokens_seen, "log": run.log, "args": vars(run.args),
               "rng": states, "torch_rng": torch.get_rng_state(),
               "sources": {src.name: src.key for src in run.mixture.sources}}  # what the text was
-        atomic_write(run.state_file, lambda t: torch.save(st, t))
+        atomic_write(path or run.state_file, lambda t: torch.save(st, t))
 
 
 def log_eval(run: Pretraining) -> float:
     """Held-out loss per source and their weighted mean, appended to the log; returns the mean."""
-    by_source = {name: evaluate(run.model, w, EVAL_BATCH, run.device, run.bf16_autocast)
+    by_source = {name: evaluate(run.model, w, EVAL_BATCH, run.device, run.bf16_autocast, run.vocab)
                  for name, w in run.windows.items()}
     vl = float(sum(w * by_source[s.name] for s, w in zip(run.mixture.sources, run.mixture.weights)))
     run.log.append({"step": run.step, "tokens": run.tokens_seen, "elapsed": round(run.elapsed, 1), "val_loss": vl,
@@ -360,9 +395,8 @@ def log_eval(run: Pretraining) -> float:
 def train_step(run: Pretraining) -> tuple[float, float, float]:
     """One optimizer step (with gradient accumulation); returns (loss, lr, gradient norm)."""
     a = run.args
-    lr = lr_at(run.step, run.progress(), a.lr, a.warmup_steps, a.min_lr_ratio)
-    for g in run.opt.param_groups:
-        g["lr"] = lr
+    set_lr(run.opts, lr_scale(run.step, run.progress(), a.warmup_steps, a.min_lr_ratio, a.schedule, a.decay_frac))
+    lr = run.opts[0].param_groups[0]["lr"]  # AdamW's
     loss_sum = 0.0
     for micro in range(a.grad_accum):
         x, y = run.mixture.batch(a.batch_size, run.gen, run.device)
@@ -376,9 +410,22 @@ def train_step(run: Pretraining) -> tuple[float, float, float]:
         raise SystemExit(f"the training loss became {loss_sum} at step {run.step + 1} (lr {lr:.2e}); nothing "
                          f"was saved past the last checkpoint in {run.out}. Lower --lr or --max-seconds")
     gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), a.grad_clip)
-    run.opt.step()
-    run.opt.zero_grad(set_to_none=True)
+    for opt in run.opts:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     return loss_sum, lr, float(gnorm)
+
+
+def show_step(run: Pretraining, bar: tqdm, loss: float, lr: float, gnorm: float) -> None:
+    """The progress bar after a step, and every tenth step a line of the log."""
+    a = run.args
+    bar.update(1)
+    left = {"left": f"{max(0.0, a.max_seconds - run.elapsed) / 60:.1f}min"} if a.max_seconds else {}
+    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}",
+                    tok_s=f"{run.tokens_seen / max(run.elapsed, 1e-9):,.0f}", **left)  # a budget's ETA
+    if run.step % 10 == 0:
+        run.log.append({"step": run.step, "tokens": run.tokens_seen, "elapsed": round(run.elapsed, 1),
+                        "train_loss": loss, "lr": lr, "grad_norm": gnorm})
 
 
 def train(run: Pretraining) -> bool:
@@ -393,9 +440,13 @@ def train(run: Pretraining) -> bool:
     run.model.train()
     last = time.perf_counter()
     stop_at = run.step + a.stop_after_steps if a.stop_after_steps else None
+    stable = not decaying(run.progress(), a.schedule, a.decay_frac)
     try:
         with GracefulInterrupt(enabled=not run.ddp) as interrupt:
             while run.progress() < 1.0 and (a.max_seconds or run.step < a.max_steps) and run.step != stop_at:
+                if stable and decaying(run.progress(), a.schedule, a.decay_frac):  # a WSD decay begins
+                    save_state(run, run.stable_file)
+                    stable, last = False, time.perf_counter()
                 loss, lr, gnorm = train_step(run)
                 run.step += 1
                 run.tokens_seen += tokens_per_step
@@ -403,13 +454,7 @@ def train(run: Pretraining) -> bool:
                 run.elapsed += now - last
                 last = now
                 if run.master:
-                    bar.update(1)
-                    left = {"left": f"{max(0.0, a.max_seconds - run.elapsed) / 60:.1f}min"} if a.max_seconds else {}
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}",
-                                    tok_s=f"{run.tokens_seen / max(run.elapsed, 1e-9):,.0f}", **left)  # a budget's ETA
-                    if run.step % 10 == 0:
-                        run.log.append({"step": run.step, "tokens": run.tokens_seen, "elapsed": round(run.elapsed, 1),
-                                        "train_loss": loss, "lr": lr, "grad_norm": gnorm})
+                    show_step(run, bar, loss, lr, gnorm)
                 if run.step % a.eval_interval == 0 and run.master:
                     vl = log_eval(run)
                     bar.write(f"step {run.step}: val loss {vl:.4f} (ppl {math.exp(vl):.1f}), {run.tokens_seen:,} "
@@ -434,7 +479,7 @@ def finish(run: Pretraining) -> dict:
     """The final evaluation, the model, pretrain_metrics.json and pretrain_log.jsonl (process 0)."""
     model, args, mixture = run.model, run.args, run.mixture
     vl = log_eval(run)
-    model.save_pretrained(str(run.out), dtype=getattr(torch, args.save_dtype))
+    write_checkpoint(*unpadded(model, run.vocab), run.out, dtype=getattr(torch, args.save_dtype))
     by_source = run.log[-1]["val_loss_by_source"]
     sources = mixture.describe()
     for d, s in zip(sources, mixture.sources):  # describe() keeps the sources' order
@@ -445,7 +490,8 @@ def finish(run: Pretraining) -> dict:
               "val_loss_by_source": by_source, "sources": sources,
               "steps": run.step, "tokens_seen": run.tokens_seen, "train_seconds": round(run.elapsed, 1),
               "tokens_per_second": round(run.tokens_seen / max(run.elapsed, 1e-9)),
-              "parameters": model.num_parameters(), "non_embedding_parameters": non_embedding_params(model),
+              "parameters": model.num_parameters() - (model.config.vocab_size - run.vocab) * model.config.n_embd,
+              "non_embedding_parameters": non_embedding_params(model),
               "config": vars(args), "device": str(run.device),
               "gpu": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else None,
               "torch": torch.__version__, "world_size": run.world,
