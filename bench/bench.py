@@ -48,8 +48,9 @@ import transformers  # noqa: E402
 
 from bench.sections import write_section  # noqa: E402
 from minigpt import fast  # noqa: E402
-from minigpt import GPT, IGNORE, GPTConfig  # noqa: E402
+from minigpt import GPT, IGNORE  # noqa: E402
 from minigpt.io import atomic_write  # noqa: E402
+from minigpt.runtime import matmul_peak, sync  # noqa: E402
 from minigpt.config import PRESETS  # noqa: E402
 from prefix import PrefixConfig, PrefixTuner  # noqa: E402
 
@@ -167,11 +168,6 @@ def sides(s: dict) -> list[str]:
     return ["ours", "ours_autocast", "peft"] if s["precision"] == "bf16" else ["ours", "peft"]
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def resident_bytes(net, opt) -> int:
     """Bytes held between steps: parameters, buffers, optimizer state (unique storages)."""
     ts = list(net.parameters()) + list(net.buffers())
@@ -263,24 +259,6 @@ def cpu_memory(s: dict, cfg: dict) -> dict[str, float]:
                            cwd=ROOT, capture_output=True, text=True, check=True)
         out[side] = json.loads(r.stdout.strip().splitlines()[-1])["peak_mb"]
     return out
-
-
-def matmul_peak(dtype: torch.dtype, device: str) -> float:
-    """Measured GFLOP/s of an n^3 matmul (median of 5); on CPU the faster of PyTorch's two matmul
-    libraries: MKL (`a @ b`) and oneDNN (`minigpt.fast.linear.linear`, b frozen)."""
-    n = 8192 if device == "cuda" else 4096
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    best = 0.0
-    for f in [lambda: a @ b] + ([lambda: fast.linear.linear(a, b)] if device == "cpu" else []):
-        ts = []
-        for _ in range(7):
-            sync(device)
-            t0 = time.perf_counter()
-            f()
-            sync(device)
-            ts.append(time.perf_counter() - t0)
-        best = max(best, 2 * n**3 / statistics.median(ts[2:]) / 1e9)
-    return best
 
 
 def machine(device: str) -> dict:

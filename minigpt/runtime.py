@@ -1,10 +1,13 @@
-"""Four small things every training and evaluation loop needs, defined once: bf16 autocast as a
-context factory, eval mode that restores the module's mode afterwards, this process's place
-among torchrun's processes, and Ctrl-C that lets the current step finish."""
+"""Small things every training and evaluation loop needs, defined once: bf16 autocast as a context
+factory, eval mode that restores the module's mode afterwards, this process's place among torchrun's
+processes, Ctrl-C that lets the current step finish, and the device's measured matmul peak (the
+denominator of model-FLOP utilization)."""
 from __future__ import annotations
 
 import signal
+import statistics
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -74,3 +77,30 @@ class GracefulInterrupt:
         if self.requested:
             log(f"interrupted: the training state is saved in {state_file}; rerun the same command to resume")
             raise KeyboardInterrupt
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU, where work is done when a call returns)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device | str, n: int | None = None) -> float:
+    """Measured GFLOP/s of an n x n by n x n matmul (median of 5 after 2 warm-ups; n 8192 on a GPU, 4096 on
+    a CPU); on the CPU the faster of PyTorch's two matmul libraries: MKL (`a @ b`) and oneDNN
+    (`minigpt.fast.linear.linear`, b frozen)."""
+    from .fast.linear import linear
+    device = torch.device(device)
+    n = n or (8192 if device.type == "cuda" else 4096)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    best = 0.0
+    for f in [lambda: a @ b] + ([lambda: linear(a, b)] if device.type == "cpu" else []):
+        ts = []
+        for _ in range(7):
+            sync(device)
+            t0 = time.perf_counter()
+            f()
+            sync(device)
+            ts.append(time.perf_counter() - t0)
+        best = max(best, 2 * n**3 / statistics.median(ts[2:]) / 1e9)
+    return best

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import json
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def tiny_args(out, cache, *extra):
     return ["--corpus", str(corpus), "--out", str(out), "--cache-dir", str(cache), "--n-layer", "2",
             "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4", "--max-steps", "8",
             "--eval-interval", "4", "--eval-windows", "8", "--warmup-steps", "2", "--lr", "3e-3", "--no-bf16",
-            "--device", "cpu", *extra]
+            "--device", "cpu", "--peak-tflops", "0.5", *extra]  # a given peak: no matmul benchmark per run
 
 
 def test_tiny_pretraining_run(tmp_path):
@@ -131,7 +132,9 @@ def test_shipped_checkpoint():
     assert metrics["val_loss"] < metrics["unigram_val_loss"] - 2.0  # far better than unigram statistics
 
 
-def test_pretraining_runs_under_torchrun_with_two_processes(tmp_path):
+@pytest.mark.parametrize("budget", [[], ["--max-seconds", "4", "--eval-interval", "1000"]], ids=["steps", "seconds"])
+def test_pretraining_runs_under_torchrun_with_two_processes(tmp_path, budget):
+    """A time budget too: each process times itself, and they must still stop at the same step (or hang)."""
     import socket
     import subprocess
     import sys
@@ -139,9 +142,47 @@ def test_pretraining_runs_under_torchrun_with_two_processes(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-           "-m", "minigpt.pretraining", *tiny_args(tmp_path / "ddp", tmp_path / "cache")]
+           "-m", "minigpt.pretraining", *tiny_args(tmp_path / "ddp", tmp_path / "cache"), *budget]
     done = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "pretrain_metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["tokens_seen"] == 2 * 8 * 4 * 32  # both processes' batches
+    assert metrics["world_size"] == 2 and metrics["tokens_seen"] == 2 * metrics["steps"] * 4 * 32  # both batches
+    assert metrics["steps"] == 8 if not budget else metrics["steps"] > 8  # 4 s: more steps than the step budget
     GPT.from_pretrained(tmp_path / "ddp")
+
+
+def test_flops_per_token_is_what_a_training_step_computes():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from minigpt.pretraining.train import flops_per_token
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, n_positions=128, n_layer=2, n_head=2, n_embd=32))  # attention: ~40%
+    ids = torch.randint(0, 64, (3, 128))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:  # attention as matmuls it counts
+        model(ids, labels=ids).loss.backward()
+    per_token = counter.get_total_flops() / ids.numel()
+    # the formula counts biases and LayerNorms as weights (2% of this tiny model, far less at real widths)
+    assert per_token == pytest.approx(flops_per_token(model, 64, 128), rel=0.03)
+
+
+def test_a_run_reports_its_model_flop_utilization(tmp_path):
+    result = pretrain(tiny_args(tmp_path / "run", tmp_path / "cache"))
+    from minigpt.pretraining.train import flops_per_token
+    model = GPT.from_pretrained(tmp_path / "run")
+    achieved = flops_per_token(model, 50257, 32) * result["tokens_per_second"] / 1e12
+    assert result["peak_tflops"] == 0.5 and not result["peak_measured"]  # as given
+    assert result["mfu"] == pytest.approx(achieved / 0.5, rel=0.01)
+    assert 0 < result["mfu"] < 1
+
+
+def test_the_matmul_peak_is_measured_in_the_precision_asked():
+    from minigpt.runtime import matmul_peak
+    fp32 = matmul_peak(torch.float32, "cpu", n=256)
+    assert math.isfinite(fp32) and fp32 > 0.1  # GFLOP/s: any CPU of this century
+
+
+def test_a_loss_that_is_not_a_number_stops_the_run_before_anything_is_saved(tmp_path):
+    with pytest.raises(SystemExit, match="the training loss became nan"):
+        pretrain(tiny_args(tmp_path / "run", tmp_path / "cache", "--lr", "1e9", "--ckpt-interval", "4"))
+    assert not (tmp_path / "run" / "model.safetensors").exists()

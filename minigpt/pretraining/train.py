@@ -39,7 +39,7 @@ from ..checks import positive
 from ..datadir import find_data
 from ..io import CheckpointError, atomic_write, load_state
 from ..model import GPT
-from ..runtime import GracefulInterrupt, autocast, evaluating
+from ..runtime import GracefulInterrupt, autocast, evaluating, matmul_peak
 from ..tokenizer import load_tokenizer
 from ..weights import write_checkpoint
 from .mixture import Mixture, Source, split_files, unigram_loss, val_windows
@@ -141,6 +141,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save-dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default=None)
+    p.add_argument("--peak-tflops", type=positive(float), default=None,
+                   help="the device's peak TFLOP/s in the training precision, for model-FLOP utilization "
+                        "(default: measured at the end with a large matmul)")
     args = p.parse_args(argv)
     if args.decay_frac > 1:
         p.error(f"--decay-frac {args.decay_frac}: the decay is a fraction of the budget, at most 1")
@@ -148,7 +151,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # settings that may change between an interrupted run and its resumption
-RESUMABLE = {"resume", "overwrite", "extend", "stop_after_steps", "device", "cache_dir"}
+RESUMABLE = {"resume", "overwrite", "extend", "stop_after_steps", "device", "cache_dir", "peak_tflops"}
 EXTENDABLE = ("max_steps", "max_seconds")  # with --extend: a larger budget trains a finished run further
 
 
@@ -392,12 +395,13 @@ def log_eval(run: Pretraining) -> float:
     return vl
 
 
-def train_step(run: Pretraining) -> tuple[float, float, float]:
-    """One optimizer step (with gradient accumulation); returns (loss, lr, gradient norm)."""
+def train_step(run: Pretraining) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """One optimizer step (with gradient accumulation); returns (loss, lr, gradient norm), the loss and norm as
+    tensors on the device: reading them waits for the device, so the loop reads them only when it logs."""
     a = run.args
     set_lr(run.opts, lr_scale(run.step, run.progress(), a.warmup_steps, a.min_lr_ratio, a.schedule, a.decay_frac))
     lr = run.opts[0].param_groups[0]["lr"]  # AdamW's
-    loss_sum = 0.0
+    loss_sum = torch.zeros((), device=run.device)
     for micro in range(a.grad_accum):
         x, y = run.mixture.batch(a.batch_size, run.gen, run.device)
         last_micro = micro == a.grad_accum - 1
@@ -405,27 +409,55 @@ def train_step(run: Pretraining) -> tuple[float, float, float]:
         with sync, run.bf16_autocast():
             loss = run.train_loss(x, y) / a.grad_accum
         loss.backward()
-        loss_sum += loss.item()
-    if not math.isfinite(loss_sum):
-        raise SystemExit(f"the training loss became {loss_sum} at step {run.step + 1} (lr {lr:.2e}); nothing "
-                         f"was saved past the last checkpoint in {run.out}. Lower --lr or --max-seconds")
+        loss_sum += loss.detach()
     gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), a.grad_clip)
     for opt in run.opts:
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return loss_sum, lr, float(gnorm)
+    return loss_sum, lr, gnorm
 
 
-def show_step(run: Pretraining, bar: tqdm, loss: float, lr: float, gnorm: float) -> None:
-    """The progress bar after a step, and every tenth step a line of the log."""
+def check_finite(run: Pretraining, loss: torch.Tensor, lr: float) -> None:
+    """Stop (before anything is saved) once the training loss is not a number; under torchrun every process
+    stops at the same step, so that none waits for the others forever."""
+    finite = torch.isfinite(loss).to(torch.int32)
+    if run.ddp:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    if not finite.item():
+        raise SystemExit(f"the training loss became {loss.item()} by step {run.step} (lr {lr:.2e}); nothing was "
+                         f"saved past the last checkpoint in {run.out}. Lower --lr or --max-seconds")
+
+
+def show_step(run: Pretraining, bar: tqdm, loss: torch.Tensor, lr: float, gnorm: torch.Tensor, due: bool) -> None:
+    """The progress bar after a step; where `due` (see `read_due`) the loss is read from the device, shown and
+    every tenth step logged."""
     a = run.args
     bar.update(1)
+    if not due:
+        return
+    loss, gnorm = loss.item(), gnorm.item()
     left = {"left": f"{max(0.0, a.max_seconds - run.elapsed) / 60:.1f}min"} if a.max_seconds else {}
     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}",
                     tok_s=f"{run.tokens_seen / max(run.elapsed, 1e-9):,.0f}", **left)  # a budget's ETA
     if run.step % 10 == 0:
         run.log.append({"step": run.step, "tokens": run.tokens_seen, "elapsed": round(run.elapsed, 1),
                         "train_loss": loss, "lr": lr, "grad_norm": gnorm})
+
+
+def agreed_seconds(run: Pretraining) -> float:
+    """The largest of the processes' training seconds (under torchrun, each process times itself)."""
+    t = torch.tensor([run.elapsed], dtype=torch.float64, device=run.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t.item())
+
+
+def read_due(run: Pretraining, stop_at: int | None, interrupted: bool) -> bool:
+    """Whether the loop reads this step's loss from the device (every tenth step, before an evaluation or a
+    checkpoint, and at the end): reading it waits for the device, so other steps queue their work unread."""
+    a = run.args
+    return (run.step % 10 == 0 or run.step % a.eval_interval == 0 or run.step % a.ckpt_interval == 0
+            or interrupted or run.step == stop_at or run.progress() >= 1.0
+            or (not a.max_seconds and run.step >= a.max_steps))
 
 
 def train(run: Pretraining) -> bool:
@@ -453,8 +485,13 @@ def train(run: Pretraining) -> bool:
                 now = time.perf_counter()
                 run.elapsed += now - last
                 last = now
+                if run.ddp and a.max_seconds:  # one clock for every process: they stop at the same step
+                    run.elapsed = agreed_seconds(run)
+                due = read_due(run, stop_at, interrupt.requested)
+                if due:
+                    check_finite(run, loss, lr)
                 if run.master:
-                    show_step(run, bar, loss, lr, gnorm)
+                    show_step(run, bar, loss, lr, gnorm, due)
                 if run.step % a.eval_interval == 0 and run.master:
                     vl = log_eval(run)
                     bar.write(f"step {run.step}: val loss {vl:.4f} (ppl {math.exp(vl):.1f}), {run.tokens_seen:,} "
@@ -489,7 +526,6 @@ def finish(run: Pretraining) -> dict:
               "unigram_val_loss": float(sum(d["weight"] * d["unigram_val_loss"] for d in sources)),
               "val_loss_by_source": by_source, "sources": sources,
               "steps": run.step, "tokens_seen": run.tokens_seen, "train_seconds": round(run.elapsed, 1),
-              "tokens_per_second": round(run.tokens_seen / max(run.elapsed, 1e-9)),
               "parameters": model.num_parameters() - (model.config.vocab_size - run.vocab) * model.config.n_embd,
               "non_embedding_parameters": non_embedding_params(model),
               "config": vars(args), "device": str(run.device),
@@ -497,13 +533,36 @@ def finish(run: Pretraining) -> dict:
               "torch": torch.__version__, "world_size": run.world,
               "train_tokens": int(sum(d["train_tokens"] for d in sources)),
               "val_tokens": int(sum(d["val_tokens"] for d in sources)),
-              "eval_windows": int(sum(len(w) for w in run.windows.values()))}
+              "eval_windows": int(sum(len(w) for w in run.windows.values())), **throughput(run)}
     result["unigram_val_ppl"] = math.exp(result["unigram_val_loss"])
     atomic_write(run.out / "pretrain_metrics.json", lambda t: Path(t).write_text(json.dumps(result, indent=2)))
     atomic_write(run.out / "pretrain_log.jsonl",
                  lambda t: Path(t).write_text("".join(json.dumps(r) + "\n" for r in run.log)))
     print(json.dumps({k: v for k, v in result.items() if k not in ("config", "sources")}, indent=2))
     return result
+
+
+def flops_per_token(model: GPT, vocab: int, block_size: int) -> int:
+    """Model FLOPs of training on one token (forward and backward: 3 x 2 per weight and token), as PaLM's
+    appendix B counts them: the blocks' weights and the output layer (`vocab` x n_embd), plus the attention
+    scores and their weighted sum over a full context of `block_size` (12 x layers x width x context)."""
+    c = model.config
+    weights = non_embedding_params(model) + vocab * c.n_embd
+    return 6 * weights + 12 * c.n_layer * c.n_embd * block_size
+
+
+def throughput(run: Pretraining) -> dict:
+    """Tokens/s and model-FLOP utilization (MFU): the model FLOPs done per second over the device's peak, given
+    by --peak-tflops or measured now with a large matmul in the training precision."""
+    a = run.args
+    per_second = run.tokens_seen / max(run.elapsed, 1e-9)
+    flops = flops_per_token(run.model, run.vocab, a.block_size)
+    small = 2048 if run.device.type == "cpu" else None  # a few seconds on a laptop CPU
+    peak = a.peak_tflops or matmul_peak(torch.bfloat16 if a.bf16 else torch.float32, run.device, small) / 1e3
+    achieved = flops * per_second / 1e12 / run.world  # per device
+    return {"tokens_per_second": round(per_second), "model_flops_per_token": flops,
+            "model_tflops_per_device": round(achieved, 4), "peak_tflops": round(peak, 3),
+            "peak_measured": a.peak_tflops is None, "mfu": round(achieved / peak, 4)}
 
 
 def main(argv=None) -> dict:
