@@ -28,6 +28,8 @@ IGNORED_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILE = "model.safetensors.index.json"  # a sharded checkpoint's map of tensor name -> file
 SHARD_PATTERN = "model-*-of-*.safetensors"
+SHARD_ABOVE_BYTES = 40_000_000  # a checkpoint larger than this ships sharded (`shard_size`)
+SHARD_BYTES = 50_000_000  # ... in files of at most this size
 
 
 def _download(repo_id: str) -> Path:
@@ -266,6 +268,14 @@ def write_checkpoint(sd: dict[str, torch.Tensor], config: GPTConfig, directory, 
                      indent=2)
     atomic_write(directory / "config.json", lambda t: Path(t).write_text(cfg + "\n"))
     return written
+
+
+def shard_size(sd: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> int | None:
+    """`SHARD_BYTES` for weights `sd` (tied head counted once) that take more than `SHARD_ABOVE_BYTES` in
+    `dtype`, so that a large checkpoint travels in files of a manageable size; None (one file) otherwise."""
+    size = sum(v.numel() * (v.element_size() if dtype is None else dtype.itemsize)
+               for k, v in sd.items() if k != "lm_head.weight")
+    return SHARD_BYTES if size > SHARD_ABOVE_BYTES else None
 
 
 def header_bytes(name: str) -> int:

@@ -186,3 +186,19 @@ def test_a_loss_that_is_not_a_number_stops_the_run_before_anything_is_saved(tmp_
     with pytest.raises(SystemExit, match="the training loss became nan"):
         pretrain(tiny_args(tmp_path / "run", tmp_path / "cache", "--lr", "1e9", "--ckpt-interval", "4"))
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_large_pretrained_model_is_saved_as_hugging_face_shards(tmp_path, monkeypatch):
+    from minigpt import weights
+    monkeypatch.setattr(weights, "SHARD_ABOVE_BYTES", 1_000_000)  # the tiny model's 3.3 MB counts as large
+    monkeypatch.setattr(weights, "SHARD_BYTES", 2_000_000)
+    pretrain(tiny_args(tmp_path / "run", tmp_path / "cache", "--save-dtype", "float32"))
+    run = tmp_path / "run"
+    index = json.loads((run / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert not (run / "model.safetensors").exists() and len(shards) >= 2
+    assert all((run / s).stat().st_size <= 2_000_000 or len(load_file(run / s)) == 1 for s in shards)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(run).eval()
+    x = torch.randint(0, 50257, (1, 9))
+    with torch.no_grad():
+        assert torch.allclose(hf(x).logits, GPT.from_pretrained(run).eval()(x), atol=1e-4)

@@ -41,7 +41,7 @@ from ..io import CheckpointError, atomic_write, load_state
 from ..model import GPT
 from ..runtime import GracefulInterrupt, autocast, evaluating, matmul_peak
 from ..tokenizer import load_tokenizer
-from ..weights import write_checkpoint
+from ..weights import shard_size, write_checkpoint
 from .mixture import Mixture, Source, split_files, unigram_loss, val_windows
 from .optim import OPTIMIZERS, SCHEDULES, decaying, lr_scale, make_optimizers, set_lr
 from .padding import pad_vocab, unpadded
@@ -516,7 +516,9 @@ def finish(run: Pretraining) -> dict:
     """The final evaluation, the model, pretrain_metrics.json and pretrain_log.jsonl (process 0)."""
     model, args, mixture = run.model, run.args, run.mixture
     vl = log_eval(run)
-    write_checkpoint(*unpadded(model, run.vocab), run.out, dtype=getattr(torch, args.save_dtype))
+    sd, config = unpadded(model, run.vocab)
+    dtype = getattr(torch, args.save_dtype)
+    write_checkpoint(sd, config, run.out, dtype=dtype, max_shard_bytes=shard_size(sd, dtype))  # sharded if large
     by_source = run.log[-1]["val_loss_by_source"]
     sources = mixture.describe()
     for d, s in zip(sources, mixture.sources):  # describe() keeps the sources' order
