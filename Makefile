@@ -36,10 +36,11 @@ setup: $(VENV)/.test
 test: $(VENV)/.test
 	"$(PY)" -m pytest -q $(PYTEST_ARGS)
 
-# Open the notebooks in JupyterLab (installed into the venv on first use; quit with Ctrl-C).
+# Open the notebooks in JupyterLab (installed into the venv on first use; quit with Ctrl-C). As root (a
+# container, say) JupyterLab refuses to start unless told to allow it.
 lab: $(VENV)/.test
 	@"$(PY)" -c "import jupyterlab" 2>/dev/null || "$(PY)" -m pip install -q jupyterlab
-	"$(PY)" -m jupyter lab notebooks/
+	"$(PY)" -m jupyter lab $$(test "$$(id -u)" = 0 && echo --allow-root) notebooks/
 
 # The notebooks as reveal.js slide decks in .cache/slides/ (nbconvert installed into the venv on first use).
 slides: $(VENV)/.test
