@@ -94,40 +94,24 @@ def check_training(train_prefix) -> None:
 E2E_STEPS, E2E_TARGET = 60, 3.6  # the solution reaches a dev loss of about 3.2 (6.7 without a prefix)
 
 
-def right_padded(pairs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, labels) pairs as one right-padded batch: pads are EOT with label IGNORE."""
-    from minigpt import EOT, IGNORE
-    T = max(len(ids) for ids, _ in pairs)
-    return (torch.tensor([ids + [EOT] * (T - len(ids)) for ids, _ in pairs]),
-            torch.tensor([y + [IGNORE] * (T - len(y)) for _, y in pairs]))
-
-
-@torch.no_grad()
-def e2e_dev_loss(net, pairs: list, batch: int = 20) -> float:
-    """Mean loss per target token over `pairs`."""
-    from minigpt import IGNORE
-    total = count = 0
-    for start in range(0, len(pairs), batch):
-        ids, labels = right_padded(pairs[start:start + batch])
-        n = int((labels[:, 1:] != IGNORE).sum())
-        total += net(ids, labels=labels).loss.item() * n
-        count += n
-    return total / count
-
-
 def check_training_e2e(train_prefix) -> None:
+    from contextlib import nullcontext
+
     from experiments.data import encode_pair, load_e2e
-    from minigpt import fast, load_tokenizer
+    from experiments.train import LMObjective, collate, dev_loss
+    from minigpt import EOT, fast, load_tokenizer
     enc = load_tokenizer()
     model = fast.enable(GPT.from_pretrained(PROJECT_ROOT / "checkpoints" / "minigpt-gutenberg")).eval()
     train = [encode_pair(enc, t, x) for t, x in load_e2e("train")[:E2E_STEPS * 10]]
     dev = [encode_pair(enc, t, x) for t, x in load_e2e("dev")[:100]]
     tuner = PrefixTuner(model, PrefixConfig(num_virtual_tokens=10, prefix_projection=True))
-    train_prefix(tuner, [right_padded(train[i:i + 10]) for i in range(0, len(train), 10)], E2E_STEPS, 1e-3)
-    loss = e2e_dev_loss(tuner.eval(), dev)
+    train_prefix(tuner, [collate(train[i:i + 10], EOT) for i in range(0, len(train), 10)], E2E_STEPS, 1e-3)
+    objective = LMObjective(model, pad_id=EOT)
+    loss = dev_loss(tuner, objective, dev, 20, nullcontext)
     if not loss < E2E_TARGET:
+        bare = dev_loss(model, objective, dev, 20, nullcontext)
         raise Wrong(f"after {E2E_STEPS} steps on {len(train)} E2E pairs at lr 1e-3 the dev loss is {loss:.2f}; it "
-                    f"should be below {E2E_TARGET} (without a prefix: {e2e_dev_loss(model, dev):.2f})")
+                    f"should be below {E2E_TARGET} (without a prefix: {bare:.2f})")
 
 
 def answer(value, kind: type, what: str):
