@@ -52,6 +52,7 @@ from minigpt import GPT, IGNORE  # noqa: E402
 from minigpt.io import atomic_write  # noqa: E402
 from minigpt.runtime import matmul_peak, sync  # noqa: E402
 from minigpt.config import PRESETS  # noqa: E402
+from minigpt.fast.step import CompiledLoss  # noqa: E402
 from prefix import PrefixConfig, PrefixTuner  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -99,6 +100,8 @@ def build(side: str, s: dict, device: str):
     if side.startswith("ours"):
         base = fast.enable(GPT.from_pretrained(checkpoint(s["model"], device), dtype=dtype, device=device))
         net = PrefixTuner(base, PrefixConfig(**kw))
+        if side == "ours_compiled" and s["part"] == "train":  # the loss experiments.train uses with compile=on
+            net.compiled = CompiledLoss(net.hidden_states, base, rows=s.get("batch", FULL["batch"]))
     else:
         base = transformers.GPT2LMHeadModel.from_pretrained(checkpoint(s["model"], device), dtype=dtype).to(device)
         net = peft.get_peft_model(base, peft.PrefixTuningConfig(task_type="CAUSAL_LM", **kw))
@@ -110,8 +113,8 @@ def build(side: str, s: dict, device: str):
 def batch(s: dict, cfg: dict, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ids (B, T) and labels: all tokens, or IGNORE on the first half ("target": the text half)."""
     g = torch.Generator().manual_seed(0)
-    T = cfg["seq"] if s["part"] == "train" else cfg["prompt"]
-    ids = torch.randint(0, 50257, (cfg["batch"], T), generator=g)
+    T = s.get("seq", cfg["seq"]) if s["part"] == "train" else cfg["prompt"]
+    ids = torch.randint(0, 50257, (s.get("batch", cfg["batch"]), T), generator=g)
     labels = ids.clone()
     if s.get("loss") == "target":
         labels[:, :T // 2] = IGNORE
@@ -124,16 +127,18 @@ def run(side: str, net, opt, s: dict, data, new: int):
     if s["part"] == "train":
         autocast = torch.autocast(ids.device.type, dtype=BF16) if recipe(side, s)[1] else nullcontext()
         with autocast:
-            # the loop a user writes on both sides; ours computes logits only where a target is
-            loss = net(input_ids=ids, labels=labels).loss
+            if side == "ours_compiled":  # the mean over targets, as the other sides' loss
+                loss = net.compiled(ids, labels) / (labels[:, 1:] != IGNORE).sum()
+            else:  # the loop a user writes on both sides; ours computes logits only where a target is
+                loss = net(input_ids=ids, labels=labels).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         return None
     B, T = ids.shape
     n = s["beams"]
-    if side == "ours":
-        return net.generate(ids, new, num_beams=n)[:, T:]
+    if side.startswith("ours"):
+        return net.generate(ids, new, num_beams=n, decoder="compiled" if side == "ours_compiled" else "eager")[:, T:]
     kw = dict(max_new_tokens=new, num_beams=n, do_sample=False, eos_token_id=None, pad_token_id=0)
     if side == "peft":
         return net.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)[:, T:]
@@ -147,14 +152,22 @@ def run(side: str, net, opt, s: dict, data, new: int):
 # ---------------------------------------------------------------- measurements
 
 def settings(args, cfg: dict) -> list[dict]:
+    """Every setting to time; with --batch/--seq (a shape other than the default), the shape is part of it."""
+    shape = {}
+    if args.batch and args.batch != cfg["batch"]:
+        shape["batch"] = args.batch
+    if args.seq and args.seq != cfg["seq"]:
+        shape["seq"] = args.seq
+    compiled = {"compiled": True} if args.compiled else {}
     out = []
     for model in args.models:
         for precision in args.precisions:
             if "train" in args.parts:
-                out += [dict(part="train", model=model, precision=precision, projection=proj, loss=loss)
-                        for proj in cfg["projections"] for loss in ("all", "target")]
+                out += [dict(part="train", model=model, precision=precision, projection=proj, loss=loss, **shape,
+                             **compiled) for proj in cfg["projections"] for loss in ("all", "target")]
             if "decode" in args.parts:
-                out += [dict(part="decode", model=model, precision=precision, beams=n) for n in (1, 5)]
+                out += [dict(part="decode", model=model, precision=precision, beams=n,
+                             **{k: v for k, v in shape.items() if k == "batch"}, **compiled) for n in (1, 5)]
     return out
 
 
@@ -163,9 +176,10 @@ def key(s: dict) -> str:
 
 
 def sides(s: dict) -> list[str]:
+    extra = ["ours_compiled"] if s.get("compiled") else []  # experiments' compile=on path (default on a GPU)
     if s["part"] == "decode":
-        return ["ours", "hf", "peft"]
-    return ["ours", "ours_autocast", "peft"] if s["precision"] == "bf16" else ["ours", "peft"]
+        return ["ours", "hf", "peft"] + extra
+    return (["ours", "ours_autocast", "peft"] if s["precision"] == "bf16" else ["ours", "peft"]) + extra
 
 
 def resident_bytes(net, opt) -> int:
@@ -196,7 +210,7 @@ def time_group(group: list[dict], cfg: dict, device: str) -> dict[str, dict]:
     for s in group:
         data = batch(s, cfg, device)
         train = s["part"] == "train"
-        res = dict(setting=s, tokens=cfg["batch"] * (cfg["seq"] - 1 if train else cfg["new"]), seconds={},
+        res = dict(setting=s, tokens=data[0].shape[0] * (data[0].shape[1] - 1 if train else cfg["new"]), seconds={},
                    peak_mb={}, load_average=os.getloadavg()[0])
         with nullcontext() if train else torch.no_grad():
             for _ in range(cfg["warmup"] if train else 1):
@@ -212,6 +226,8 @@ def time_group(group: list[dict], cfg: dict, device: str) -> dict[str, dict]:
             res["seconds"] = {side: statistics.median(t) for side, t in times.items()}
             if not train:
                 res["same_tokens_ours_hf"] = bool(torch.equal(outs["ours"], outs["hf"]))
+                if "ours_compiled" in outs:
+                    res["same_tokens_compiled_hf"] = bool(torch.equal(outs["ours_compiled"], outs["hf"]))
                 res["peft_conditioned"] = bool(torch.equal(outs["peft"], outs["hf"]))
             else:
                 res["flops"] = {side: flops(side, *nets[side], s, data, cfg["new"]) for side in ("ours", "peft")}
@@ -296,31 +312,45 @@ def table(rows: list[dict], mach: dict) -> list[str]:
     decode = [r for r in rows if r["setting"]["part"] == "decode"]
     out = []
     if train:
-        out += [cells("model", "precision", "MLP", "loss on", "ours tok/s", "PEFT tok/s", "ours / PEFT",
-                      "ours, autocast tok/s", "ours % of peak", "ours peak MB", "PEFT peak MB", "run"),
-                "|---" * 12 + "|"]
+        out += [cells("model", "batch", "precision", "MLP", "loss on", "ours tok/s", "PEFT tok/s", "ours / PEFT",
+                      "ours, autocast tok/s", "ours compiled tok/s", "compiled / PEFT", "ours % of peak",
+                      "compiled % of peak", "ours peak MB", "PEFT peak MB", "run"), "|---" * 16 + "|"]
         for r in train:
             s, m = r["setting"], r["peak_mb"]
             tps = {k: r["tokens"] / v for k, v in r["seconds"].items()}
             peak = r.get("peak_gflops", mach["peak_gflops"])[s["precision"]]  # as measured in the row's run
-            pct = 100 * r["flops"]["ours"] / r["seconds"]["ours"] / 1e9 / peak
-            out.append(cells(s["model"], s["precision"], "yes" if s["projection"] else "no", s["loss"],
+            pct = {k: f"{100 * r['flops']['ours'] / r['seconds'][k] / 1e9 / peak:.0f}%" if k in r["seconds"] else "–"
+                   for k in ("ours", "ours_compiled")}  # the compiled side does the same arithmetic
+            comp = f"**{tps['ours_compiled'] / tps['peft']:.2f}×**" if "ours_compiled" in tps else "–"
+            shape = f"{s.get('batch', FULL['batch'])}×{s.get('seq', FULL['seq'])}"
+            out.append(cells(s["model"], shape, s["precision"],
+                             "yes" if s["projection"] else "no", s["loss"],
                              n(tps["ours"]), n(tps["peft"]), f"**{tps['ours'] / tps['peft']:.2f}×**",
-                             n(tps.get("ours_autocast")), f"{pct:.0f}%", n(m.get("ours")), n(m.get("peft")),
-                             run_no[r["command"], r["date"]]))
+                             n(tps.get("ours_autocast")), n(tps.get("ours_compiled")), comp, pct["ours"],
+                             pct["ours_compiled"], n(m.get("ours")), n(m.get("peft")), run_no[r["command"], r["date"]]))
         out.append("")
     if decode:
         out += [cells("model", "precision", "beams", "ours tok/s", "hf + prefix cache tok/s", "ours / hf",
-                      "same tokens", "PeftModel.generate tok/s", "it uses the prefix", "ours peak MB",
-                      "hf peak MB", "run"), "|---" * 12 + "|"]
+                      "same tokens", "ours compiled tok/s", "compiled / hf", "same tokens (compiled)",
+                      "PeftModel.generate tok/s", "it uses the prefix", "ours peak MB", "hf peak MB", "run"),
+                "|---" * 15 + "|"]
         for r in decode:
             s, m = r["setting"], r["peak_mb"]
             tps = {k: r["tokens"] / v for k, v in r["seconds"].items()}
+            comp = f"**{tps['ours_compiled'] / tps['hf']:.2f}×**" if "ours_compiled" in tps else "–"
+            same = {True: "yes", False: "no", None: "–"}[r.get("same_tokens_compiled_hf")]
             out.append(cells(s["model"], s["precision"], str(s["beams"]), n(tps["ours"]), n(tps["hf"]),
                              f"**{tps['ours'] / tps['hf']:.2f}×**", "yes" if r["same_tokens_ours_hf"] else "no",
+                             n(tps.get("ours_compiled")), comp, same,
                              n(tps["peft"]), "yes" if r["peft_conditioned"] else "**no**",
                              n(m.get("ours")), n(m.get("hf")), run_no[r["command"], r["date"]]))
     return out
+
+
+def device_results() -> list[Path]:
+    """This benchmark's result files, one per device (bench/results-cpu.json, results-cuda.json); the other
+    bench/results-*.json files belong to bench.decode and bench.jobs."""
+    return [f for f in (ROOT / "bench" / "results-cpu.json", ROOT / "bench" / "results-cuda.json") if f.exists()]
 
 
 def report(files: list[Path], md: Path) -> str:
@@ -341,7 +371,7 @@ def report(files: list[Path], md: Path) -> str:
     return text
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny shape and sizes; results go to a temp dir")
     ap.add_argument("--models", nargs="+", help="gpt2, gpt2-medium (default: both)")
@@ -351,21 +381,31 @@ def main(argv=None) -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes (CPU)")
     ap.add_argument("--no-timing", action="store_true", help="only (re)measure peak memory of timed settings")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time our compiled path (compile=on: CUDA graphs on a GPU); default: on a GPU only")
+    ap.add_argument("--batch", type=int, help="rows per batch (default 8; e.g. 32 with --seq 256: arithmetic-bound)")
+    ap.add_argument("--seq", type=int, help="training sequence length (default 128)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     ap.add_argument("--out", type=Path, help="results JSON (default: bench/results-<device>.json)")
     ap.add_argument("--report", action="store_true", help="only rewrite bench/RESULTS.md from bench/results-*.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
         return child(args.child)
     md = ROOT / "bench" / "RESULTS.md"
     if args.report:
-        print(report(sorted((ROOT / "bench").glob("results-*.json")), md))
+        print(report(device_results(), md))
         return
     cfg = dict(QUICK if args.quick else FULL)
     args.models = args.models or cfg["models"]
+    if args.compiled is None:
+        args.compiled = args.device == "cuda"
     cfg["repeats"] = args.repeats or cfg["repeats"]
     out = args.out or (Path(tempfile.mkdtemp()) / "results.json" if args.quick
                        else ROOT / "bench" / f"results-{args.device}.json")
@@ -396,7 +436,7 @@ def main(argv=None) -> None:
     if args.quick:
         print(report([out], out.with_suffix(".md")))
     else:
-        report(sorted((ROOT / "bench").glob("results-*.json")), md)
+        report(device_results(), md)
         print(f"tables: {md}")
 
 

@@ -24,7 +24,8 @@ DEFAULTS = Path(__file__).parent / "configs" / "defaults.json"
 REFERENCE = Path("studies")
 CHOICES = {"position": ("prefix", "infix"),
            "reparam": ("mlp", "direct"), "head": ("verbalizer", "linear"),
-           "init": INITS, "base_dtype": ("auto", "float32", "bfloat16"), "train_sample": ("first", "seeded")}
+           "init": INITS, "base_dtype": ("auto", "float32", "bfloat16"), "train_sample": ("first", "seeded"),
+           "compile": ("auto", "on", "off")}
 # the smallest allowed value of each number; lr and prefix_dropout have ranges of their own (`in_range`)
 AT_LEAST = {"prefix_len": 1, "encoder_hidden_size": 1, "epochs": 1, "batch_size": 1, "warmup_steps": 0,
             "patience": 0, "seed": 0, "lora_rank": 1, "adapter_size": 1, "top_layers": 1, "max_train": 1, "max_dev": 1, "max_test": 1, "num_beams": 1,
@@ -35,7 +36,7 @@ MAKE_VARS = {"task": "TASK", "model": "MODEL", "prefix_len": "LEN", "depth": "DE
              "seed": "SEED", "epochs": "EPOCHS", "method": "METHOD", "init": "INIT", "head": "HEAD", "lr": "LR",
              "max_train": "MAX_TRAIN", "max_test": "MAX_TEST", "data_dir": "DATA_DIR"}
 # settings that only say where files go or how often to report: they never change a number of the run
-BOOKKEEPING = ("results_dir", "runs_dir", "name", "log_every", "ckpt_every")
+BOOKKEEPING = ("results_dir", "runs_dir", "name", "log_every", "ckpt_every", "compile")
 
 
 class ConfigError(ValueError):
@@ -82,6 +83,9 @@ class ExperimentConfig:
     bf16: bool = setting("bf16 autocast")
     base_dtype: str = setting("auto (bfloat16 if bf16 is on and the base is frozen, else float32), float32, bfloat16")
     device: str | None = setting("cpu, cuda, ...; null: cuda if available, else cpu")
+    compile: str = setting("auto (on a GPU), on or off: the training loss compiled per shape bucket and decoding "
+                           "on a static cache with a compiled step (CUDA graphs on a GPU); speed only: losses "
+                           "equal to rounding, decoded tokens the same in fp32 (in bf16 a near-tie may turn)")
     seed: int = setting("seed of the initialization, the batch order and dropout")
     max_train: int | None = setting("N training pairs, the first N or a random N (train_sample) (null: all)")
     train_sample: str = setting("first (max_train: the file's first N pairs) or seeded (N pairs drawn at random "
@@ -123,6 +127,10 @@ class ExperimentConfig:
         if self.base_dtype != "auto":
             return self.base_dtype
         return "bfloat16" if self.bf16 and methods.method_for(self).frozen_base else "float32"
+
+    def compiled(self, device) -> bool:
+        """Whether this run compiles its training loss and decoding step on `device` ("auto": on a GPU)."""
+        return self.compile == "on" or (self.compile == "auto" and str(device).startswith("cuda"))
 
     @property
     def train_seed(self) -> int | None:

@@ -252,7 +252,8 @@ def generation(cfg, base, enc, run_dir, log):
         return None
     t0 = time.perf_counter()
     predictions = decode(net, enc, test_sources, num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens,
-                         batch_size=cfg.decode_batch_size, bf16=cfg.bf16, desc=f"decoding {cfg.task} test")
+                         batch_size=cfg.decode_batch_size, bf16=cfg.bf16, desc=f"decoding {cfg.task} test",
+                         decoder="compiled" if cfg.compiled(next(net.parameters()).device) else "eager")
     summary["decode_seconds"] = round(time.perf_counter() - t0, 1)
     scores = corpus_metrics(predictions, [refs for _, refs in test])
     task = tasks.get(cfg.task)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from minigpt import IGNORE
 from minigpt.fast.optim import adamw
+from minigpt.fast.step import CompiledLoss
 from minigpt.runtime import GracefulInterrupt, autocast, evaluating, rank_and_world
 from minigpt.io import CheckpointError, atomic_write, load_state
 
@@ -95,6 +96,7 @@ class LMObjective:
 
     def __init__(self, model, pad_id: int):
         self.model, self.pad_id = model, pad_id  # the GPT whose (tied) output layer scores the targets
+        self.compiled: CompiledLoss | None = None  # set by `compile`: the training loss, compiled
 
     @staticmethod
     def length(item) -> int:
@@ -105,10 +107,17 @@ class LMObjective:
         """Number of scored positions (the loss shifts labels by one)."""
         return sum(sum(y != IGNORE for y in labels[1:]) for _, labels in items)
 
+    def compile(self, hidden, rows: int) -> None:
+        """Compute the training loss (where gradients are on) with `minigpt.fast.step.CompiledLoss` over
+        `hidden`, batches padded to `rows`; the dev loss stays eager."""
+        self.compiled = CompiledLoss(hidden, self.model, rows, pad_id=self.pad_id)
+
     def loss(self, hidden, items, device) -> torch.Tensor:
         """Summed loss over `items`; hidden: callable ids (B, T) -> hidden states (B, T, C)."""
-        ids, labels = (t.to(device) for t in collate(items, self.pad_id))
-        return self.model.target_loss(hidden(ids), labels, reduction="sum")
+        ids, labels = collate(items, self.pad_id)
+        if self.compiled is not None and torch.is_grad_enabled():
+            return self.compiled(ids, labels)
+        return self.model.target_loss(hidden(ids.to(device)), labels.to(device), reduction="sum")
 
 
 class InfixObjective:
@@ -218,6 +227,13 @@ class Loop:
             from torch.nn.parallel import DistributedDataParallel
             self.hidden = DistributedDataParallel(Hidden(net))
         self.device = next(net.parameters()).device
+        if getattr(cfg, "compile", "off") != "off" and cfg.compiled(self.device):
+            if isinstance(objective, LMObjective) and not self.ddp:
+                objective.compile(self.hidden, cfg.batch_size)
+            elif self.master:
+                log(f"compile={cfg.compile}: this run's loss ({type(objective).__name__}"
+                    f"{', under torchrun' if self.ddp else ''}) trains eagerly; only LMObjective in one process "
+                    "compiles")
         self.bf16_autocast = autocast(self.device, cfg.bf16)
         self.lengths = [objective.length(item) for item in train_items]
         self.total = cfg.epochs * len(bucket_batches(self.lengths, cfg.batch_size, cfg.seed))

@@ -34,8 +34,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     tq, tk = q.shape[2], k.shape[2]
     if mask is None and 1 < tq < tk:
         mask = causal_mask(tq, tk, q.device)  # (Tq, Tk)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and tq > 1,
-                                          dropout_p=dropout_p)
+    causal = False
+    if mask is None and tq > 1:  # a branch, not an expression: a plain bool where lengths are symbolic (compiling)
+        causal = True
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
 
 
 class KVCache:
@@ -64,6 +66,8 @@ class KVCache:
             self.v.append(v)
             self.fill.append(P)
             self.prefix_len.append(P)
+
+    visible = None  # (a static cache's mask of the slots a layer sees: minigpt.fast.decode.StaticCache)
 
     @property
     def tokens(self) -> int:
@@ -121,6 +125,9 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.append(self.layer_idx, k, v)  # prefix already sits in the cache's first slots
             n_prefix = cache.prefix_len[self.layer_idx]
+            if cache.visible is not None:  # a static cache says which of its slots each layer's queries see
+                return self.c_proj(rearrange(self.attend(q, k, v, cache.visible(self.layer_idx)),
+                                             "b h t d -> b t (h d)"))
         elif prefix is not None:
             pk, pv = prefix
             B = q.shape[0]

@@ -152,7 +152,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
              min_new_tokens: int = 0, eos_token_id: int | None = None,
              bad_token_ids: Sequence[int] | None = None, pad_token_id: int | None = None,
              generator: torch.Generator | None = None,
-             infix: tuple[Sequence[PrefixKV], torch.Tensor] | None = None, drop_settled: bool = True) -> torch.Tensor:
+             infix: tuple[Sequence[PrefixKV], torch.Tensor] | None = None, drop_settled: bool = True,
+             decoder: str = "eager", check_every: int = 8) -> torch.Tensor:
     """Continue `input_ids` (B, T); returns (B, T + new) ids, at most `max_new_tokens` new.
 
     `prefix`, `attention_mask` (left padding) and `position_offset` are as in `GPT.forward`;
@@ -163,7 +164,18 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     with `pad_token_id` (default: `eos_token_id`). Decoding stops when every row has ended.
     `drop_settled` (beam search): a settled row leaves the batch (False: every row runs until the last
     one settles, as the reference implementation does; the outputs are the same, only the cost differs).
+    `decoder`: "eager" (this module's loops), "static" (a static KV cache and no host sync per step,
+    `minigpt.fast.decode`: the same tokens in fp32, fewer kernel launches on a GPU) or "compiled" (static,
+    with the one-token step compiled: one CUDA graph per step on a GPU); `check_every`: the static decoder
+    asks the host whether every row has ended only every this many steps (the output is the same).
     """
+    static = decoder != "eager"
+    if static:
+        if decoder not in ("static", "compiled"):
+            raise ValueError(f"decoder={decoder!r}; use 'eager', 'static' or 'compiled'")
+        if model.training:
+            raise ValueError("static decoding runs the model in eval mode: call model.eval() first")
+        whole("check_every", check_every, 1)
     check_arguments(max_new_tokens, num_beams, do_sample, temperature, top_k, top_p, length_penalty, min_new_tokens)
     extra = 0 if infix is None else infix[0][0][0].shape[2]  # the infix's positions
     check_room(model.config, input_ids, max_new_tokens, prefix, position_offset, extra,
@@ -173,15 +185,20 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     B, T = input_ids.shape
     pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
     dtype = model.transformer.wte.weight.dtype if inputs_embeds is None else inputs_embeds.dtype
-    cache = KVCache(model.config, B, T + extra + max_new_tokens, prefix=prefix, dtype=dtype, device=input_ids.device)
+    room = 0 if static else max_new_tokens  # the static decoder keeps its own cache for the continuation
+    cache = KVCache(model.config, B, T + extra + room, prefix=prefix, dtype=dtype, device=input_ids.device)
     stepper = Stepper(model, cache, attention_mask, position_offset)
     logits = stepper.logits(input_ids, inputs_embeds)  # the prompt runs once per row, not once per beam
     if infix is not None:  # the continuation starts after the infix, from its last position
         logits = stepper.insert(*infix)
     ban = dict(min_new_tokens=min_new_tokens, eos_token_id=eos_token_id, bad_token_ids=bad_token_ids)
+    pick = ((lambda lg: _sample(lg, temperature, top_k, top_p, generator)) if do_sample
+            else (lambda lg: lg.argmax(-1)))
+    if static:
+        from .fast.decode import continue_static
+        return continue_static(stepper, logits, input_ids, max_new_tokens, num_beams, pick, ban, eos_token_id, pad,
+                               length_penalty, decoder == "compiled", check_every)
     if num_beams == 1:
-        pick = ((lambda lg: _sample(lg, temperature, top_k, top_p, generator)) if do_sample
-                else (lambda lg: lg.argmax(-1)))
         new = greedy_or_sampled(stepper, logits, pick, max_new_tokens, ban, eos_token_id, pad)
         return torch.cat([input_ids, new], dim=1)
     return beam_search(stepper, logits, input_ids, num_beams, max_new_tokens, ban, eos_token_id, pad,
@@ -230,21 +247,25 @@ class BeamState:
         keep the n best running continuations and move ended ones into the finished pool. Returns the flat
         cache rows the new beams come from (b * n,) and whether every continuation ended."""
         if active is None or active.shape[0] == self.running.shape[0]:
-            return self._advance(logp, t, last, eos_token_id)
+            src, ended = self.step(logp, t, last, eos_token_id)
+            return src, bool(ended)
         names = ("running", "finished", "run_scores", "fin_scores", "fin_flag", "fin_len", "improvable")
         full = {k: getattr(self, k) for k in names + ("rows",)}
         for k in names:  # the active rows' state, stepped as a batch of its own, then written back
             setattr(self, k, full[k][active])
         self.rows = full["rows"][:active.shape[0]]
         try:
-            return self._advance(logp, t, last, eos_token_id)
+            src, ended = self.step(logp, t, last, eos_token_id)
+            return src, bool(ended)
         finally:
             for k in names:
                 full[k][active] = getattr(self, k)
                 setattr(self, k, full[k])
             self.rows = full["rows"]
 
-    def _advance(self, logp: torch.Tensor, t: int, last: bool, eos_token_id: int | None) -> tuple[torch.Tensor, bool]:
+    def step(self, logp: torch.Tensor, t: int, last: bool,
+             eos_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`advance` for every row, with "every continuation ended" as a device flag (no host sync)."""
         B, n, V = logp.shape
         rows, K = self.rows, 2 * n
         top_scores, top_idx = torch.topk((logp + self.run_scores[..., None]).view(B, n * V), K)  # (B, K)
@@ -271,7 +292,7 @@ class BeamState:
         worst = torch.where(self.fin_flag, self.fin_scores.min(1, keepdim=True).values,
                             torch.full_like(self.fin_scores, NEG))
         self.improvable &= (self.run_scores[:, :1] / penalty > worst).any(-1, keepdim=True)
-        return (src + rows * n).flatten(), bool(hits.all())
+        return (src + rows * n).flatten(), hits.all()
 
     def best(self) -> torch.Tensor:
         """Each row's best finished sequence, (B, T + longest generated length)."""

@@ -37,7 +37,7 @@ def test_quick_bench_times_every_setting_and_decodes_like_transformers():
     assert "Runs (last column of the tables): 1 = `python -m bench.bench --quick --no-memory`" in out.stdout
 
 
-def test_decode_bench_decodes_a_runs_test_set_both_ways_alike(tmp_path, gpt2_vocab_dir, capsys):
+def test_decode_bench_decodes_a_runs_test_set_every_way_alike(tmp_path, gpt2_vocab_dir, capsys):
     from test_experiment_run import tiny
 
     from bench.decode import main as bench_decode
@@ -50,8 +50,10 @@ def test_decode_bench_decodes_a_runs_test_set_both_ways_alike(tmp_path, gpt2_voc
     capsys.readouterr()
     bench_decode(["--run", str(folder), "--max-test", "4", "--repeats", "2", "--no-write"])
     row = json.loads(capsys.readouterr().out)
-    assert row["items"] == 4 and row["same_outputs"] and row["num_beams"] == 2
+    assert row["items"] == 4 and row["num_beams"] == 2 and not row["bf16"]
+    assert set(row["same_outputs"].values()) == {1.0}  # fp32: every way decodes every item identically
     assert all(len(s) == 2 and min(s) > 0 for s in row["seconds"].values())
+    assert set(row["seconds"]) == {"drop settled rows", "every row to the end", "static cache", "static, compiled"}
     with pytest.raises(SystemExit, match="not a finished prefix run"):
         bench_decode(["--run", str(tmp_path), "--no-write"])
 

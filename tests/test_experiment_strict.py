@@ -132,6 +132,7 @@ def test_booleans_are_read_as_booleans(text, value):
                       "got 'first'"),
     ("--device=gpu", "device must be null (cuda if available, else cpu), cpu, cuda, cuda:N or mps, got 'gpu'"),
     ("--train_sample=random", "train_sample must be one of first, seeded, got 'random'"),
+    ("--compile=yes", "compile must be one of auto, on, off, got 'yes'"),
     ("--train_sample=seeded", "train_sample=seeded draws max_train pairs from the training set: set max_train "
                               "(e.g. --max_train=100), or use train_sample=first for the whole set"),
 ])

@@ -364,6 +364,18 @@ def test_the_bar_chart_draws_each_arm_at_its_chosen_lr_with_its_seeds():
     assert bars_figure({"table": [], "runs": []}) is None
 
 
+def test_a_grid_still_running_is_reported_as_such_not_at_an_edge():
+    """Two of four lrs finished, the larger chosen: no "edge" yet (the other two may win), "2 of 4 lrs"; once
+    the whole grid has run, an lr at its end is an edge."""
+    from experiments.plans.collect import at_edge, unfinished_grid
+    row = {"chosen_lr": 1e-3, "lrs_tried": [3e-4, 1e-3], "lrs_planned": [3e-4, 1e-3, 3e-3, 1e-2]}
+    assert not at_edge(row) and unfinished_grid(row) == "2 of 4 lrs"
+    whole = {**row, "lrs_tried": row["lrs_planned"], "chosen_lr": 1e-2}
+    assert at_edge(whole) and unfinished_grid(whole) == ""
+    assert not at_edge({**whole, "chosen_lr": 1e-3})
+    assert at_edge({"chosen_lr": 1.0, "lrs_tried": [0.1, 1.0]})  # a row without its plan: what ran is the grid
+
+
 def test_packed_predictions_read_the_same_and_score_the_same_slot_errors(tmp_path):
     from experiments.results import pack_predictions, read_predictions
     from experiments.slots import e2e_test

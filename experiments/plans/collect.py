@@ -73,7 +73,9 @@ def chosen(ev: dict, size: dict, by_lr: dict[float, list[dict]], pre: dict | Non
     scores = [r["score"] for r in rows]
     return {"size": size["name"], "task": ev["task"], "method": ev["method"], "arm": arm(ev),
             "seeds": [r["seed"] for r in rows], "non_embedding_params": (pre or {}).get("non_embedding_parameters"),
-            "chosen_lr": lr, "lrs_tried": sorted(by_lr), "n": len(scores), "mean": statistics.mean(scores),
+            "chosen_lr": lr, "lrs_tried": sorted(by_lr), "n": len(scores),
+            # the grid (an arm whose lr comes from another's grid runs at that lr only)
+            "lrs_planned": sorted(by_lr if ev.get("lr_from") else ev["lrs"]), "mean": statistics.mean(scores),
             "sd": statistics.stdev(scores) if len(scores) > 1 else None, "scores": scores,
             "dev_loss": statistics.mean(r["best_dev_loss"] for r in rows),
             "lr_from": ev.get("lr_from"),  # the arm whose grid chose this arm's lr (None: its own)
@@ -97,10 +99,17 @@ def best_epoch(m: dict) -> int | None:
 
 
 def at_edge(row: dict) -> bool:
-    """Whether the dev loss chose the smallest or largest lr of a grid of several: a lr beyond it may be
-    better, and the grid should be widened before the arm is compared."""
+    """Whether the dev loss chose the smallest or largest lr of a whole grid of several: a lr beyond it may be
+    better, and the grid should be widened before the arm is compared. A grid still running is not at an
+    edge yet (`unfinished_grid`)."""
     tried = row["lrs_tried"]
-    return len(tried) > 1 and row["chosen_lr"] in (min(tried), max(tried))
+    return len(tried) > 1 and not unfinished_grid(row) and row["chosen_lr"] in (min(tried), max(tried))
+
+
+def unfinished_grid(row: dict) -> str:
+    """'2 of 4 lrs' while some lrs of the arm's grid have no finished run yet (its choice may change), else ''."""
+    planned = row.get("lrs_planned") or row["lrs_tried"]  # (rows collected before plans were recorded)
+    return f"{len(row['lrs_tried'])} of {len(planned)} lrs" if len(row["lrs_tried"]) < len(planned) else ""
 
 
 def model_summary(size: dict, folder: Path) -> dict | None:

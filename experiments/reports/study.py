@@ -8,7 +8,7 @@ from pathlib import Path
 from minigpt.io import atomic_write
 
 from ..paper import E2E, FLOORS, MEDIUM_NON_EMBEDDING, WEBNLG, draw_floors
-from ..plans.collect import at_edge, collect, model_summary
+from ..plans.collect import at_edge, collect, model_summary, unfinished_grid
 from ..plans.spec import arm, eval_name, fmt_lr, model_dir
 from ..methods import label
 from ..provenance import machine_name
@@ -143,7 +143,7 @@ def task_table(result: dict, task: str) -> list[str]:
         dev = ", ".join(f"{k}: {v:.3f}" for k, v in r["dev_loss_by_lr"].items())
         dev = f"lr from {r['lr_from']}; this arm: {dev}" if r.get("lr_from") else dev
         cells = "".join(f" {v} |" if v else " |" for v in (cell(r) for _, cell in extra))
-        edge = " (edge)" if at_edge(r) else ""
+        edge = " (edge)" if at_edge(r) else (f" (so far: {unfinished_grid(r)})" if unfinished_grid(r) else "")
         steps = "" if r.get("steps") is None else f"{r['steps']:,.0f}"
         lines.append(f"| {r['size']} | {arm(r)} | {r['chosen_lr']:g}{edge} | {dev} | {r['mean']:.1f}{sd(r)} "
                      f"({', '.join(f'{v:.1f}' for v in r['scores'])}) | {r['n']} | {gap} | {steps} | {params(r)} |{cells}")

@@ -11,6 +11,7 @@ from minigpt.io import atomic_write
 
 from ..methods import label
 from ..paper import FLOORS, LORA_PAPER, LORA_PAPER_TOTAL, TABLE1
+from ..plans.collect import unfinished_grid
 from ..plans.spec import arm
 
 METRICS = (("bleu", "BLEU", "{:.1f}"), ("nist", "NIST", "{:.2f}"), ("meteor", "METEOR", "{:.1f}"),
@@ -51,7 +52,8 @@ def table(result: dict, rows: list[dict]) -> list[str]:
         epochs = ", ".join(str(e) if e else "–" for e in row.get("best_epochs", []))
         seconds = cell([r["metrics"].get("train_seconds", 0) + (r["metrics"].get("decode_seconds") or 0)
                         for r in runs], "{:.0f}")
-        lines.append(f"| {row['size']} | {label(row['method'])} ({arm(row)}) | {row['chosen_lr']:g} | {row['n']} | "
+        so_far = f" (so far: {unfinished_grid(row)})" if unfinished_grid(row) else ""
+        lines.append(f"| {row['size']} | {label(row['method'])} ({arm(row)}) | {row['chosen_lr']:g}{so_far} | {row['n']} | "
                      + " | ".join(scores) + f" | {pct(trained)} | {pct(kept)} | {epochs} | {seconds} |")
     return lines
 

@@ -46,8 +46,9 @@ def _onednn(dtype: torch.dtype) -> bool:
 
 
 def applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
-    """Whether `linear(x, weight, bias)` takes the oneDNN path (see the module docstring)."""
-    return (ENABLED and not weight.requires_grad and x.device.type == "cpu" and weight.device.type == "cpu"
+    """Whether `linear(x, weight, bias)` takes the oneDNN path (see the module docstring); never inside a
+    model being compiled (there the compiler chooses the matmul)."""
+    return (ENABLED and not torch.compiler.is_compiling() and not weight.requires_grad and x.device.type == "cpu" and weight.device.type == "cpu"
             and x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16) and x.dim() >= 2
             and (bias is None or (bias.dtype == x.dtype and not bias.requires_grad))
             and not torch.is_autocast_enabled("cpu")
