@@ -48,13 +48,14 @@ def prompts(device: str, rows: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     return ids.to(device), mask.to(device)
 
 
-def timed(fn, repeats: int = 3) -> tuple[float, object]:
+def timed(fn, device: str, repeats: int = 3) -> tuple[float, object]:
+    """The median seconds of `fn()` over `repeats` calls, and its last result."""
     out, times = None, []
     for _ in range(repeats):
-        sync(DEVICE)
+        sync(device)
         t0 = time.perf_counter()
         out = fn()
-        sync(DEVICE)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2], out
 
@@ -69,7 +70,7 @@ def check_decoding(device: str) -> list[dict]:
         out, seconds = {}, {}
         for decoder in ("eager", "static", "compiled"):
             tuner.generate(ids, 64, decoder=decoder, **kw)  # warm-up (compiles)
-            seconds[decoder], out[decoder] = timed(lambda: tuner.generate(ids, 64, decoder=decoder, **kw))
+            seconds[decoder], out[decoder] = timed(lambda: tuner.generate(ids, 64, decoder=decoder, **kw), device)
         ended = [EOS in row for row in out["eager"][:, ids.shape[1]:].tolist()]
         rows.append({"check": f"decode beams={beams}", "ok": all(torch.equal(out[d], out["eager"]) for d in out),
                      "same_tokens": {d: torch.equal(out[d], out["eager"]) for d in out}, "rows_ended": sum(ended),
@@ -108,15 +109,10 @@ def check_training(device: str) -> list[dict]:
     return rows
 
 
-DEVICE = "cuda"
-
-
 def main(argv=None) -> int:
-    global DEVICE
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
-    DEVICE = args.device
     from torch._dynamo.utils import counters
     rows = check_decoding(args.device) + check_training(args.device)
     for r in rows:

@@ -194,32 +194,38 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     ban = dict(min_new_tokens=min_new_tokens, eos_token_id=eos_token_id, bad_token_ids=bad_token_ids)
     pick = ((lambda lg: _sample(lg, temperature, top_k, top_p, generator)) if do_sample
             else (lambda lg: lg.argmax(-1)))
-    if static:
-        from .fast.decode import continue_static
-        return continue_static(stepper, logits, input_ids, max_new_tokens, num_beams, pick, ban, eos_token_id, pad,
-                               length_penalty, decoder == "compiled", check_every)
+    if static:  # the same loops over a static cache, rows kept to the end, the host asked every check_every steps
+        from .fast.decode import StaticStepper
+        stepper = StaticStepper(stepper, num_beams, max_new_tokens, compiled=decoder == "compiled")
+        drop_settled = False
+    else:
+        check_every = 1
     if num_beams == 1:
-        new = greedy_or_sampled(stepper, logits, pick, max_new_tokens, ban, eos_token_id, pad)
+        new = greedy_or_sampled(stepper, logits, pick, max_new_tokens, ban, eos_token_id, pad, check_every)
         return torch.cat([input_ids, new], dim=1)
     return beam_search(stepper, logits, input_ids, num_beams, max_new_tokens, ban, eos_token_id, pad,
-                       length_penalty, drop_settled)
+                       length_penalty, drop_settled, check_every)
 
 
 def greedy_or_sampled(stepper: Stepper, logits: torch.Tensor, pick, max_new_tokens: int, ban: dict,
-             eos_token_id: int | None, pad: int) -> torch.Tensor:
+                      eos_token_id: int | None, pad: int, check_every: int = 1) -> torch.Tensor:
     """Greedy decoding or sampling: `pick` chooses each row's next token from its logits (rows, V).
-    Returns the new tokens (B, new); a row that has ended gets `pad`."""
+    Returns the new tokens (B, new); a row that has ended gets `pad`. Whether every row has ended is read
+    on the host only every `check_every` steps; the tokens are cut where a check at every step would stop."""
     out, done = [], torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    all_done = []  # per step: had every row ended after it (a device flag)
     for t in range(max_new_tokens):
         nxt = pick(_ban(logits, t, **ban))
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
         out.append(nxt)
         if eos_token_id is not None:
-            done |= nxt == eos_token_id
-        if bool(done.all()) or t == max_new_tokens - 1:
+            done = done | (nxt == eos_token_id)
+        all_done.append(done.all())
+        if t == max_new_tokens - 1 or ((t + 1) % check_every == 0 and bool(all_done[-1])):
             break
         logits = stepper.logits(nxt[:, None])
-    return torch.stack(out, 1)
+    flags = torch.stack(all_done).tolist()  # one look at the host: the first step after which all had ended
+    return torch.stack(out[:flags.index(True) + 1 if True in flags else len(out)], 1)
 
 
 class BeamState:
@@ -242,30 +248,28 @@ class BeamState:
         self.rows = torch.arange(B, device=dev)[:, None]
 
     def advance(self, logp: torch.Tensor, t: int, last: bool, eos_token_id: int | None,
-                active: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+                active: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One step from log-probs (b, n, V) (already banned) of the rows `active` (b,) (default: all B):
         keep the n best running continuations and move ended ones into the finished pool. Returns the flat
-        cache rows the new beams come from (b * n,) and whether every continuation ended."""
+        cache rows the new beams come from (b * n,) and whether every continuation ended (a device flag: no
+        host sync)."""
         if active is None or active.shape[0] == self.running.shape[0]:
-            src, ended = self.step(logp, t, last, eos_token_id)
-            return src, bool(ended)
+            return self._advance(logp, t, last, eos_token_id)
         names = ("running", "finished", "run_scores", "fin_scores", "fin_flag", "fin_len", "improvable")
         full = {k: getattr(self, k) for k in names + ("rows",)}
         for k in names:  # the active rows' state, stepped as a batch of its own, then written back
             setattr(self, k, full[k][active])
         self.rows = full["rows"][:active.shape[0]]
         try:
-            src, ended = self.step(logp, t, last, eos_token_id)
-            return src, bool(ended)
+            return self._advance(logp, t, last, eos_token_id)
         finally:
             for k in names:
                 full[k][active] = getattr(self, k)
                 setattr(self, k, full[k])
             self.rows = full["rows"]
 
-    def step(self, logp: torch.Tensor, t: int, last: bool,
-             eos_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`advance` for every row, with "every continuation ended" as a device flag (no host sync)."""
+    def _advance(self, logp: torch.Tensor, t: int, last: bool,
+                 eos_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         B, n, V = logp.shape
         rows, K = self.rows, 2 * n
         top_scores, top_idx = torch.topk((logp + self.run_scores[..., None]).view(B, n * V), K)  # (B, K)
@@ -301,17 +305,22 @@ class BeamState:
 
 def beam_search(stepper: Stepper, logits: torch.Tensor, input_ids: torch.Tensor, n: int, max_new_tokens: int,
                 ban: dict, eos_token_id: int | None, pad: int, length_penalty: float,
-                drop_settled: bool = True) -> torch.Tensor:
-    """Beam search with n beams per row (the algorithm of the module docstring); returns (B, T + new)."""
+                drop_settled: bool = True, check_every: int = 1) -> torch.Tensor:
+    """Beam search with n beams per row (the algorithm of the module docstring); returns (B, T + new).
+    Without `drop_settled`, whether to stop is read on the host only every `check_every` steps: the steps
+    after every row has settled change nothing returned (a settled row's candidates score below its pool)."""
     stepper.repeat_rows(n)  # every beam starts from its row's prompt
     logits = logits.repeat_interleave(n, 0)
     state = BeamState(input_ids, n, max_new_tokens, pad, length_penalty)
     active = torch.arange(input_ids.shape[0], device=input_ids.device)  # the rows not settled yet
+    every = 1 if drop_settled else check_every  # dropping rows reads the host every step anyway
+    stopped = torch.zeros((), dtype=torch.bool, device=input_ids.device)  # a check at every step would stop
     for t in range(max_new_tokens):
         logp = _ban(F.log_softmax(logits, -1), t, **ban).view(active.shape[0], n, -1)
-        src, all_ended = state.advance(logp, t, t == max_new_tokens - 1, eos_token_id, active)
+        src, ended = state.advance(logp, t, t == max_new_tokens - 1, eos_token_id, active)
         going = state.improvable[active, 0]
-        if not bool(going.any()) or all_ended:
+        stopped = stopped | ended | ~going.any()
+        if t == max_new_tokens - 1 or ((t + 1) % every == 0 and bool(stopped)):
             break
         if drop_settled and not bool(going.all()):  # settled rows leave: their outputs can no longer change
             src, active = src.view(-1, n)[going].flatten(), active[going]

@@ -14,11 +14,12 @@ Here every tensor a step touches keeps its shape and its address for the whole c
   buffers: static addresses). The slot and positions advance after it, on the device.
 
 The prompt runs once, eagerly, through the ordinary cache (`generate.Stepper`, infix included), and is
-then copied into the static layout, one copy per beam. The loops ask the host whether to stop only every
-`check_every` steps; a step after every row has ended changes nothing that is returned (greedy: ended
-rows emit padding and the output is cut where the eager loop stops; beam search: a settled row's new
-candidates score below every entry of its finished pool, which is what lets `drop_settled=False` run
-settled rows on), so the tokens are those of `minigpt.generate` (tests/test_static_decode.py). Attention
+then copied into the static layout, one copy per beam. `StaticStepper` stands in for the eager stepper in
+`minigpt.generate`'s own loops, which then ask the host whether to stop only every `check_every` steps; a
+step after every row has ended changes nothing that is returned (greedy: ended rows emit padding and the
+output is cut where a check at every step stops; beam search: a settled row's new candidates score below
+every entry of its finished pool, which is what lets `drop_settled=False` run settled rows on), so the
+tokens are those of the eager decoder (tests/test_static_decode.py). Attention
 over the masked slots only adds exact zeros, but its sums group differently: in fp32 the logits agree to
 ~1e-6 and the tokens are the same; in bf16 such a difference can turn a near-tie (bench/RESULTS.md counts
 how often on E2E). The cache and the compiled step are kept per model (`release` frees them) and grow to
@@ -29,7 +30,6 @@ from __future__ import annotations
 import weakref
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import generate as eager
@@ -153,7 +153,7 @@ class StaticStepper:
     def __init__(self, stepper: eager.Stepper, rows_per_row: int, new_tokens: int, compiled: bool):
         cache = stepper.cache
         B, device = cache.k[0].shape[0], cache.k[0].device
-        self.rows = B * rows_per_row
+        self.rows, self.rows_per_row = B * rows_per_row, rows_per_row
         self.cache, self.step = step_for(stepper.model, cache, self.rows, cache.tokens + new_tokens, compiled)
         self.cache.load(cache, stepper.mask, rows_per_row)
         offset = max(cache.prefix_len) if stepper.position_offset is None else stepper.position_offset
@@ -177,55 +177,7 @@ class StaticStepper:
     def select(self, index: torch.Tensor) -> None:
         self.cache.select(torch.cat([index, self.spare]) if self.spare.numel() else index)
 
-
-def greedy_or_sampled(stepper: StaticStepper, logits: torch.Tensor, pick, max_new_tokens: int, ban: dict,
-                      eos_token_id: int | None, pad: int, check_every: int) -> torch.Tensor:
-    """`generate.greedy_or_sampled` without a host sync per step; returns the same tokens (B, new)."""
-    out, done = [], torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-    all_done = []  # per step: had every row ended after it (a device flag)
-    for t in range(max_new_tokens):
-        nxt = pick(eager._ban(logits, t, **ban))
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-        out.append(nxt)
-        if eos_token_id is not None:
-            done = done | (nxt == eos_token_id)
-        all_done.append(done.all())
-        last = t == max_new_tokens - 1
-        if last or ((t + 1) % check_every == 0 and bool(all_done[-1])):
-            break
-        logits = stepper.logits(nxt[:, None])
-    flags = torch.stack(all_done).tolist()  # the one look at the host: where the eager loop stopped
-    stop = flags.index(True) + 1 if True in flags else len(flags)
-    return torch.stack(out[:stop], 1)
-
-
-def beam_search(stepper: StaticStepper, logits: torch.Tensor, input_ids: torch.Tensor, n: int,
-                max_new_tokens: int, ban: dict, eos_token_id: int | None, pad: int, length_penalty: float,
-                check_every: int) -> torch.Tensor:
-    """`generate.beam_search` (every row to the end) without a host sync per step; the same result."""
-    logits = logits.repeat_interleave(n, 0)
-    state = eager.BeamState(input_ids, n, max_new_tokens, pad, length_penalty)
-    B = input_ids.shape[0]
-    stopped = torch.zeros((), dtype=torch.bool, device=input_ids.device)  # the eager loop would have stopped
-    for t in range(max_new_tokens):
-        logp = eager._ban(F.log_softmax(logits, -1), t, **ban).view(B, n, -1)
-        src, ended = state.step(logp, t, t == max_new_tokens - 1, eos_token_id)
-        stopped = stopped | ended | ~state.improvable.any()
-        if t == max_new_tokens - 1 or ((t + 1) % check_every == 0 and bool(stopped)):
-            break
-        stepper.select(src)
-        logits = stepper.logits(state.running[:, :, state.T + t].reshape(-1, 1))
-    return state.best()
-
-
-def continue_static(prompt: eager.Stepper, logits: torch.Tensor, input_ids: torch.Tensor, max_new_tokens: int,
-                    num_beams: int, pick, ban: dict, eos_token_id: int | None, pad: int, length_penalty: float,
-                    compiled: bool, check_every: int) -> torch.Tensor:
-    """Decoding after the prompt has run through `prompt` (an eager `Stepper`, whose cache holds the prompt),
-    from its next-token `logits`: the static cache's loops; returns (B, T + new) ids (`minigpt.generate`)."""
-    stepper = StaticStepper(prompt, num_beams, max_new_tokens, compiled)
-    if num_beams == 1:
-        new = greedy_or_sampled(stepper, logits, pick, max_new_tokens, ban, eos_token_id, pad, check_every)
-        return torch.cat([input_ids, new], dim=1)
-    return beam_search(stepper, logits, input_ids, num_beams, max_new_tokens, ban, eos_token_id, pad,
-                       length_penalty, check_every)
+    def repeat_rows(self, n: int) -> None:
+        """Beam search's first step: the cache was loaded with each row's beams already (`rows_per_row`)."""
+        if n != self.rows_per_row:
+            raise ValueError(f"this static cache holds {self.rows_per_row} rows per prompt, not {n}")
