@@ -185,8 +185,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
     B, T = input_ids.shape
     pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
     dtype = model.transformer.wte.weight.dtype if inputs_embeds is None else inputs_embeds.dtype
-    room = 0 if static else max_new_tokens  # the static decoder keeps its own cache for the continuation
-    cache = KVCache(model.config, B, T + extra + room, prefix=prefix, dtype=dtype, device=input_ids.device)
+    cache = KVCache(model.config, B, T + extra + (0 if static else max_new_tokens),  # static: a cache of its own
+                    prefix=prefix, dtype=dtype, device=input_ids.device)
     stepper = Stepper(model, cache, attention_mask, position_offset)
     logits = stepper.logits(input_ids, inputs_embeds)  # the prompt runs once per row, not once per beam
     if infix is not None:  # the continuation starts after the infix, from its last position
@@ -198,8 +198,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *,
         from .fast.decode import StaticStepper
         stepper = StaticStepper(stepper, num_beams, max_new_tokens, compiled=decoder == "compiled")
         drop_settled = False
-    else:
-        check_every = 1
+    check_every = check_every if static else 1
     if num_beams == 1:
         new = greedy_or_sampled(stepper, logits, pick, max_new_tokens, ban, eos_token_id, pad, check_every)
         return torch.cat([input_ids, new], dim=1)
