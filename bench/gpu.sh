@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The GPU measurements of the compiled paths, prepared to run on a lent GPU machine in two short commands.
+# The GPU runs, each prepared to run on a lent GPU machine in one short command.
 #
 #   bash bench/gpu.sh bundle        # here: copy E2E and the GPT-2 BPE files into .gpu/data (ignored, ~14 MB)
 #   bash bench/gpu.sh speed         # there (<= 9 min): bench.gpu_check, then bench.bench --device cuda on gpt2
 #                                   #   (training in bf16, decoding in fp32: the targets)
 #   bash bench/gpu.sh experiment    # there (<= 7.5 min): `make experiment LEN=10` timed, the 32 x 256 bf16 rows
+#   bash bench/gpu.sh pretrain-bundle   # here: a corpus subset that fits beside the tree (.gpu/pretrain, carried)
+#   bash bench/gpu.sh pretrain      # there (<= 9.5 min): pretraining speed (8x512, 12x768), Muon vs AdamW at
+#                                   #   equal tokens (8x256), 4 sizes at EPOCHS (4) epochs of the subset, int8
+#                                   #   packs and their round-trip losses, shipped back as <= 4 parts
+#   bash bench/gpu.sh pretrain-receive DIR   # here: join the parts from DIR into .gpu/received, rebuild weights
 #   DRY=1 bash bench/gpu.sh speed   # here: the same steps on a tiny shape on the CPU (checks the script)
 #
 # The GPU machine needs torch, transformers, peft, tiktoken, einops, safetensors and tqdm, and no network:
@@ -19,14 +24,16 @@ mkdir -p "$OUT"
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1 DATA_DIR=${DATA_DIR:-$PWD/.gpu/data} TQDM_MININTERVAL=10
 DRY=${DRY:-}
+LOGS=${LOGS:-$OUT}
 
 step() {  # step SECONDS NAME COMMAND...: run with a limit, output to $OUT/NAME.log and the terminal
   local limit=$1 name=$2; shift 2
   echo "== $name (limit ${limit}s): $*"
   local t0=$SECONDS
-  timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log" | grep -v -E '^\s*$|it/s\]|s/it\]' | tail -40
+  mkdir -p "$LOGS"
+  timeout "$limit" "$@" 2>&1 | tee "$LOGS/$name.log" | grep -v -E '^\s*$|it/s\]|s/it\]' | tail -40
   local rc=${PIPESTATUS[0]}
-  echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
+  echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$LOGS/steps.txt"
 }
 
 case "${1:-}" in
@@ -63,6 +70,14 @@ case "${1:-}" in
     fi
     find "$OUT/results" -name metrics.json -exec cp {} "$OUT/experiment-metrics.json" \;
     ;;
+  pretrain-bundle)
+    $PY -m bench.gpu_pretrain bundle ${MAX_MIB:+--max-mib "$MAX_MIB"} ;;
+  pretrain)
+    nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
+    step 570 pretrain $PY -m bench.gpu_pretrain run --out "$OUT" ${DRY:+--dry --budget 400}
+    ;;
+  pretrain-receive)
+    $PY -m bench.gpu_pretrain receive "${2:?give the folder that holds results.tar.000, ...}" ;;
   *)
-    sed -n "2,14p" "$0"; exit 2 ;;
+    sed -n "2,20p" "$0"; exit 2 ;;
 esac

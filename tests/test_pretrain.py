@@ -176,6 +176,16 @@ def test_a_run_reports_its_model_flop_utilization(tmp_path):
     assert 0 < result["mfu"] < 1
 
 
+def test_the_steady_rate_leaves_out_the_slow_first_steps():
+    from minigpt.pretraining.train import steady_rate
+    # 40 steps of 100 tokens: the first 10 take 30 s (compilation), then 1 s per 10 steps
+    log = [{"step": 0, "tokens": 0, "elapsed": 0.0, "val_loss": 9.0}]
+    log += [{"step": s, "tokens": 100 * s, "elapsed": 30.0 + (s - 10) / 10, "train_loss": 5.0} for s in (10, 20, 30, 40)]
+    log.append({"step": 40, "tokens": 4000, "elapsed": 33.0, "val_loss": 5.0})
+    assert steady_rate(log) == pytest.approx(1000.0)  # steps 20-40: 2000 tokens in 2 s; overall 4000 / 33
+    assert steady_rate(log[:4]) is None  # too few steps to leave any out
+
+
 def test_the_matmul_peak_is_measured_in_the_precision_asked():
     from minigpt.runtime import matmul_peak
     fp32 = matmul_peak(torch.float32, "cpu", n=256)

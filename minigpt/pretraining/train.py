@@ -562,9 +562,22 @@ def throughput(run: Pretraining) -> dict:
     small = 2048 if run.device.type == "cpu" else None  # a few seconds on a laptop CPU
     peak = a.peak_tflops or matmul_peak(torch.bfloat16 if a.bf16 else torch.float32, run.device, small) / 1e3
     achieved = flops * per_second / 1e12 / run.world  # per device
+    steady = steady_rate(run.log)
     return {"tokens_per_second": round(per_second), "model_flops_per_token": flops,
             "model_tflops_per_device": round(achieved, 4), "peak_tflops": round(peak, 3),
-            "peak_measured": a.peak_tflops is None, "mfu": round(achieved / peak, 4)}
+            "peak_measured": a.peak_tflops is None, "mfu": round(achieved / peak, 4),
+            "steady_tokens_per_second": steady and round(steady),
+            "steady_mfu": steady and round(flops * steady / 1e12 / run.world / peak, 4)}
+
+
+def steady_rate(log: list[dict]) -> float | None:
+    """Tokens/s over the second half of the logged training steps, leaving out the first steps' compilation
+    and warm-up (which a short run's overall rate includes); None with fewer than 4 logged steps."""
+    rows = [r for r in log if "train_loss" in r]
+    if len(rows) < 4:
+        return None
+    a, b = rows[len(rows) // 2], rows[-1]
+    return (b["tokens"] - a["tokens"]) / (b["elapsed"] - a["elapsed"]) if b["elapsed"] > a["elapsed"] else None
 
 
 def main(argv=None) -> dict:
