@@ -12,7 +12,8 @@ its own time limit, in this order:
 2. **Pretraining**, up to 3 runs at a time on the GPU, every run the same number of tokens (`--epochs`, 4,
    passes over the subset's training tokens: about 9M, all that fits beside the tree), warmup-stable-decay: Muon against AdamW at 8x256 (the shipped
    shape), and AdamW at 4x128, 6x192 and 8x512, so that with the AdamW 8x256 run four sizes span 30x
-   non-embedding parameters.
+   non-embedding parameters. These share the GPU: their tokens/s are not speed measurements, and their MFU
+   is taken against the peak the first speed run measured alone.
 3. **Weights back**: each finished model as an int8 pack (`minigpt.export`), rebuilt there and its held-out
    loss before and after measured on a validation book; the packs that fit (`SHIP_ORDER`), with every
    run's metrics and logs, shipped as at most 4 parts of 16 MiB (`bundle ship`) plus `summary.json`.
@@ -207,6 +208,15 @@ def summarize(runs: Path, names: list[str]) -> dict:
     return out
 
 
+def measured_peak(runs: Path, names: list[str]) -> list[str]:
+    """`--peak-tflops` as the first finished speed run measured it alone on the device, or nothing."""
+    for name in names:
+        f = runs / name / "pretrain_metrics.json"
+        if f.exists():
+            return ["--peak-tflops", str(json.loads(f.read_text())["peak_tflops"])]
+    return []
+
+
 def run(out: Path, work: Path, dry: bool, epochs: float, budget: float, data: Path = HERE,
         only: set[str] | None = None) -> dict:
     """Steps 1-3 of the module's docstring within `budget` seconds (the runs named in `only`, or all), reading
@@ -224,7 +234,9 @@ def run(out: Path, work: Path, dry: bool, epochs: float, budget: float, data: Pa
     pool([(j.name, j.args(corpus, runs, cache, DRY_STEPS if dry else 200, dry)) for j in speed], shipped / "logs",
          limit=min(240, budget / 2.5), at_once=1)
     left = budget - (time.monotonic() - t0) - 90  # packing, comparing and shipping need about 90 s
-    pool([(j.name, j.args(corpus, runs, cache, steps, dry)) for j in jobs], shipped / "logs", limit=left, at_once=3)
+    peak = measured_peak(runs, [j.name for j in speed])  # runs sharing the GPU would measure less
+    pool([(j.name, j.args(corpus, runs, cache, steps, dry) + peak) for j in jobs], shipped / "logs", limit=left,
+         at_once=3)
     names = [j.name for j in speed + jobs]
     for name in names:
         for f in ("pretrain_metrics.json", "pretrain_log.jsonl"):

@@ -34,6 +34,7 @@ def test_the_dry_run_trains_measures_and_ships_weights_that_rebuild(tmp_path, mo
     assert set(summary["runs"]) == {"speed-8x512", "adamw-4x128"}
     for name, m in summary["runs"].items():
         assert m["steps"] == 40 and m["steady_tokens_per_second"] > 0 and 0 < m["steady_mfu"], name
+    assert summary["runs"]["adamw-4x128"]["peak_tflops"] == summary["runs"]["speed-8x512"]["peak_tflops"]
     trip = summary["round_trip"]["adamw-4x128"]
     assert trip["shipped"] and abs(trip["relative_change"]) < 1e-3  # int8 rows keep the loss
     assert json.loads((tmp_path / "out/summary.json").read_text()) == summary
