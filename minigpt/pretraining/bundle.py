@@ -26,7 +26,6 @@ import io
 import json
 import lzma
 import shutil
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -181,8 +180,7 @@ def unpack(bundle: str | Path, dest: str | Path) -> dict:
     if not bundle.is_file():
         raise FileNotFoundError(f"corpus bundle {bundle} does not exist; make it with `bundle corpus`")
     extract(bundle, dest)
-    meta = json.loads((dest / "BUNDLE.json").read_text())
-    return meta
+    return json.loads((dest / "BUNDLE.json").read_text())
 
 
 def ship(folder: str | Path, out_dir: str | Path, name: str = "results", max_file_mib: float = 16.0,
@@ -269,4 +267,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    main()
